@@ -1,0 +1,45 @@
+"""Camera geometry: the camera model, rotations, projection and undistortion."""
+
+from jaxpose.geometry.camera import (
+    BROWN_CONRADY,
+    FISHEYE,
+    Camera,
+    backproject,
+    camera_to_world,
+    depth,
+    distort,
+    make_camera,
+    pixel_to_plane,
+    plane_to_pixel,
+    project,
+    project_rig,
+    stack_cameras,
+    undistort,
+    undistort_points,
+    undistort_points_rig,
+    world_to_camera,
+)
+from jaxpose.geometry.rotation import rotate, rotation_matrix, rotation_vector
+
+__all__ = [
+    "BROWN_CONRADY",
+    "FISHEYE",
+    "Camera",
+    "backproject",
+    "camera_to_world",
+    "depth",
+    "distort",
+    "make_camera",
+    "pixel_to_plane",
+    "plane_to_pixel",
+    "project",
+    "project_rig",
+    "rotate",
+    "rotation_matrix",
+    "rotation_vector",
+    "stack_cameras",
+    "undistort",
+    "undistort_points",
+    "undistort_points_rig",
+    "world_to_camera",
+]

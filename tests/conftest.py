@@ -1,0 +1,30 @@
+"""Shared test fixtures: where the third-party data lives, and CPU settings for stable timings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# OpenBLAS threads fight XLA's pool on a 2-core machine (see shared/CPU-PERF.md).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parent.parent / ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("JAXPOSE_SHARED", REPO.parent / "shared"))
+DATA = SHARED / "data"
+
+
+def data_path(*parts: str) -> Path:
+    """Path into ../shared/data; skips the test with a clear reason when the data set is absent."""
+    path = DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"third-party data not found at {path} (set JAXPOSE_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    return data_path
