@@ -1,0 +1,141 @@
+"""Batched triangulation: any leading batch of points, or DeepLabCut-style (frame, cam, kpt) arrays."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from jaxpose.geometry.camera import Camera
+from jaxpose.triangulation.core import Triangulation, triangulate_dlt, triangulate_point
+
+METHODS = ("dlt", "robust", "refine", "robust_refine")
+
+
+def _check(rig: Camera, points_2d: Array, confidence: Array) -> None:
+    if rig.rotation.ndim != 2:
+        raise ValueError(
+            f"triangulation needs a rig (cameras with a leading cam axis), got batch shape "
+            f"{rig.batch_shape}"
+        )
+    num_cameras = rig.rotation.shape[0]
+    if num_cameras < 2:
+        raise ValueError(f"triangulation needs at least 2 cameras, the rig has {num_cameras}")
+    if points_2d.ndim < 2 or points_2d.shape[-2:] != (num_cameras, 2):
+        raise ValueError(
+            f"points_2d must have shape (*batch, cam={num_cameras}, 2), got {points_2d.shape}"
+        )
+    if confidence.shape != points_2d.shape[:-1]:
+        raise ValueError(
+            f"confidence must have shape {points_2d.shape[:-1]} (points_2d without its last "
+            f"axis), got {confidence.shape}"
+        )
+
+
+def method_options(method: str) -> dict:
+    """The `triangulate_point` switches for a method name."""
+    if method not in METHODS:
+        raise ValueError(f"unknown triangulation method {method!r}; expected one of {METHODS}")
+    return dict(robust="robust" in method, refine="refine" in method)
+
+
+@functools.partial(jax.jit, static_argnames=("method", "options"))
+def _triangulate_flat(rig, points_2d, confidence, method, options):
+    opts = dict(options)
+    if method == "dlt":
+        points = jax.vmap(
+            lambda p, c: triangulate_dlt(rig, p, c, min_confidence=opts.get("min_confidence", 0.0))
+        )(points_2d, confidence)
+        single = functools.partial(triangulate_point, robust=False, refine=False, **opts)
+        # quality measures for DLT come from the same code path with no refinement
+        out = jax.vmap(lambda p, c: single(rig, p, c))(points_2d, confidence)
+        return Triangulation(points, out.error, out.ncams, out.used, out.covariance)
+    single = functools.partial(triangulate_point, **method_options(method), **opts)
+    return jax.vmap(lambda p, c: single(rig, p, c))(points_2d, confidence)
+
+
+def triangulate(
+    rig: Camera,
+    points_2d: Array,
+    confidence: Array | None = None,
+    *,
+    method: str = "robust_refine",
+    **options,
+) -> Triangulation:
+    """Triangulate a batch of points.
+
+    Args:
+        rig: cameras with a leading `cam` axis.
+        points_2d: (*batch, cam, 2) distorted pixels, NaN where a view is missing.
+        confidence: (*batch, cam) per-view confidence; defaults to 1 wherever points_2d is finite.
+        method: "dlt" (weighted linear), "robust" (DLT on views kept by MSAC over view pairs),
+            "refine" (DLT then Levenberg-Marquardt on reprojection error), or "robust_refine".
+        **options: passed to `triangulate_point` (threshold_px, min_confidence, refine_iterations,
+            refine_loss, refine_loss_scale_px, sigma_px).
+
+    Returns:
+        A `Triangulation` whose arrays have the leading shape `batch`.
+    """
+    points_2d = jnp.asarray(points_2d)
+    if confidence is None:
+        confidence = jnp.all(jnp.isfinite(points_2d), -1).astype(points_2d.dtype)
+    confidence = jnp.asarray(confidence, points_2d.dtype)
+    _check(rig, points_2d, confidence)
+    method_options(method)
+    batch = points_2d.shape[:-2]
+    num_cameras = points_2d.shape[-2]
+    flat = _triangulate_flat(
+        rig,
+        points_2d.reshape(-1, num_cameras, 2),
+        confidence.reshape(-1, num_cameras),
+        method,
+        tuple(sorted(options.items())),
+    )
+    return jax.tree_util.tree_map(lambda a: a.reshape(*batch, *a.shape[1:]), flat)
+
+
+def triangulate_frames(
+    rig: Camera,
+    points_2d: Array,
+    confidence: Array | None = None,
+    *,
+    method: str = "robust_refine",
+    chunk_size: int | None = None,
+    **options,
+) -> Triangulation:
+    """Triangulate (frame, cam, kpt, 2) arrays into (frame, kpt, ...) results.
+
+    Args:
+        chunk_size: frames per call, to bound memory on long recordings (None: all at once).
+        Other arguments as `triangulate`.
+    """
+    points_2d = jnp.asarray(points_2d)
+    if points_2d.ndim != 4 or points_2d.shape[-1] != 2:
+        raise ValueError(f"points_2d must have shape (frame, cam, kpt, 2), got {points_2d.shape}")
+    if confidence is None:
+        confidence = jnp.all(jnp.isfinite(points_2d), -1).astype(points_2d.dtype)
+    confidence = jnp.asarray(confidence, points_2d.dtype)
+    if confidence.shape != points_2d.shape[:-1]:
+        raise ValueError(
+            f"confidence must have shape (frame, cam, kpt) = {points_2d.shape[:-1]}, "
+            f"got {confidence.shape}"
+        )
+    p = jnp.moveaxis(points_2d, 1, 2)  # (frame, kpt, cam, 2)
+    c = jnp.moveaxis(confidence, 1, 2)
+    num_frames = p.shape[0]
+    if chunk_size is None or chunk_size >= num_frames:
+        return triangulate(rig, p, c, method=method, **options)
+    parts = []
+    for start in range(0, num_frames, chunk_size):
+        stop = min(start + chunk_size, num_frames)
+        pp, cc = p[start:stop], c[start:stop]
+        pad = chunk_size - (stop - start)
+        if pad:  # pad the last chunk so every call has one shape (one compilation)
+            pp = jnp.concatenate([pp, jnp.full((pad, *pp.shape[1:]), jnp.nan, pp.dtype)])
+            cc = jnp.concatenate([cc, jnp.zeros((pad, *cc.shape[1:]), cc.dtype)])
+        out = triangulate(rig, pp, cc, method=method, **options)
+        parts.append(jax.tree_util.tree_map(lambda a, n=stop - start: np.asarray(a[:n]), out))
+    return jax.tree_util.tree_map(lambda *a: jnp.asarray(np.concatenate(a)), *parts)
