@@ -115,12 +115,19 @@ class Camera:
 
     def __repr__(self) -> str:
         def fmt(a, digits=3):
-            return np.array2string(np.asarray(a), precision=digits, suppress_small=True,
-                                   separator=", ", max_line_width=200)
+            return np.array2string(
+                np.asarray(a),
+                precision=digits,
+                suppress_small=True,
+                separator=", ",
+                max_line_width=200,
+            )
 
         if self.batch_shape:
             lines = [f"Camera rig of {self.num_cameras} ({self.model}, {self.dtype}):"]
-            flat = jax.tree_util.tree_map(lambda a: np.asarray(a).reshape(-1, *a.shape[len(self.batch_shape):]), self)
+            flat = jax.tree_util.tree_map(
+                lambda a: np.asarray(a).reshape(-1, *a.shape[len(self.batch_shape) :]), self
+            )
             for i in range(self.num_cameras):
                 lines.append(f"  [{i}] " + repr(flat[i]).replace("\n", "\n      "))
             return "\n".join(lines)
@@ -270,7 +277,10 @@ def _solve2(jac: Array, rhs: Array) -> Array:
     a, b, c, d = jac[..., 0, 0], jac[..., 0, 1], jac[..., 1, 0], jac[..., 1, 1]
     det = a * d - b * c
     det = jnp.where(jnp.abs(det) < 1e-30, 1e-30, det)
-    return jnp.stack([(d * rhs[..., 0] - b * rhs[..., 1]), (a * rhs[..., 1] - c * rhs[..., 0])], -1) / det[..., None]
+    return (
+        jnp.stack([(d * rhs[..., 0] - b * rhs[..., 1]), (a * rhs[..., 1] - c * rhs[..., 0])], -1)
+        / det[..., None]
+    )
 
 
 def undistort(camera: Camera, xy_distorted: Array, *, iterations: int = 20) -> Array:

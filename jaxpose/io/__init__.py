@@ -15,3 +15,35 @@ __all__ = [
     "load_dannce_calibration",
     "save_calibration",
 ]
+
+from jaxpose.io.dlc import (  # noqa: E402
+    KeypointFileError,
+    Keypoints2D,
+    read_dlc,
+    read_dlc_multi,
+    write_dlc,
+)
+from jaxpose.io.pose3d import (  # noqa: E402
+    Pose3D,
+    read_pose3d,
+    read_pose3d_csv,
+    read_pose3d_h5,
+    write_pose3d,
+    write_pose3d_csv,
+    write_pose3d_h5,
+)
+
+__all__ += [
+    "KeypointFileError",
+    "Keypoints2D",
+    "read_dlc",
+    "read_dlc_multi",
+    "write_dlc",
+    "Pose3D",
+    "read_pose3d",
+    "read_pose3d_csv",
+    "read_pose3d_h5",
+    "write_pose3d",
+    "write_pose3d_csv",
+    "write_pose3d_h5",
+]

@@ -84,7 +84,9 @@ def _array(value: Any, shape: tuple[int, ...], path: Path, where: str, key: str)
     except (TypeError, ValueError):
         raise CalibrationError(f"{path}: [{where}] '{key}' is not numeric: {value!r}") from None
     if arr.shape != shape:
-        raise CalibrationError(f"{path}: [{where}] '{key}' must have shape {shape}, got {arr.shape}")
+        raise CalibrationError(
+            f"{path}: [{where}] '{key}' must have shape {shape}, got {arr.shape}"
+        )
     if not np.all(np.isfinite(arr)):
         raise CalibrationError(f"{path}: [{where}] '{key}' contains NaN or infinity")
     return arr
@@ -181,8 +183,11 @@ def calibration_to_dict(calibration: Calibration) -> dict[str, Any]:
         sec = {
             "name": name,
             "size": [int(round(v)) for v in cam.image_size],
-            "matrix": [[float(fx), float(cam.skew), float(cx)], [0.0, float(fy), float(cy)],
-                       [0.0, 0.0, 1.0]],
+            "matrix": [
+                [float(fx), float(cam.skew), float(cx)],
+                [0.0, float(fy), float(cy)],
+                [0.0, 0.0, 1.0],
+            ],
             "distortions": [float(v) for v in cam.distortion],
             "rotation": [float(v) for v in cam.rotation],
             "translation": [float(v) for v in cam.translation],
@@ -246,7 +251,9 @@ def load_dannce_calibration(path: str | os.PathLike) -> Calibration:
             rd = np.asarray(p["RDistort"][0, 0], np.float64).ravel()
             td = np.asarray(p["TDistort"][0, 0], np.float64).ravel()
         except (KeyError, ValueError, IndexError) as e:
-            raise CalibrationError(f"{path}: camera {name!r} lacks K, r, t, RDistort or TDistort ({e})") from None
+            raise CalibrationError(
+                f"{path}: camera {name!r} lacks K, r, t, RDistort or TDistort ({e})"
+            ) from None
         rd = np.pad(rd, (0, 3 - rd.size))
         cx, cy = k[2, 0], k[2, 1]
         cameras.append(
@@ -260,6 +267,9 @@ def load_dannce_calibration(path: str | os.PathLike) -> Calibration:
                 image_size=(round(2 * cx), round(2 * cy)),
             )
         )
-    meta = {"source": str(path), "image_size": "not stored; estimated as 2 x principal point",
-            "pixel_origin": "MATLAB 1-based, as stored"}
+    meta = {
+        "source": str(path),
+        "image_size": "not stored; estimated as 2 x principal point",
+        "pixel_origin": "MATLAB 1-based, as stored",
+    }
     return Calibration(stack_cameras(cameras), tuple(names), meta)

@@ -115,8 +115,15 @@ def levenberg_marquardt(
         0, iterations, step, (jax.lax.stop_gradient(x0), jnp.asarray(initial_damping, x0.dtype))
     )
     x_star = jax.lax.stop_gradient(x_star)
-    # One Gauss-Newton step from the converged point: its value is x_star (the gradient g is ~0
-    # there) and its derivative is the implicit -H^-1 dg/d(.), exact at an optimum.
-    h, g = normal_equations(x_star, w)
+    # One Newton step from the converged point: its value is x_star (the gradient is ~0 there) and
+    # its derivative is the implicit -H^-1 d(grad)/d(.), exact at an optimum. H is the exact
+    # Hessian of the cost (small problems: cheap), falling back to Gauss-Newton if it is not
+    # positive definite.
+    total = lambda x: 0.5 * cost(x, w)
+    g = jax.grad(total)(x_star)
+    h_exact = jax.hessian(lambda x: 0.5 * cost(x, w_ng))(x_star)
+    h_gn, _ = normal_equations(x_star, w_ng)
+    eig_min = jnp.linalg.eigvalsh(h_exact)[0]
+    h = jnp.where(jnp.all(jnp.isfinite(h_exact)) & (eig_min > 0), h_exact, h_gn)
     h = jax.lax.stop_gradient(h) + 1e-12 * jnp.eye(n_params, dtype=x0.dtype)
     return x_star - jnp.linalg.solve(h, g)

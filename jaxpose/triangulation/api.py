@@ -1,4 +1,4 @@
-"""Batched triangulation: any leading batch of points, or DeepLabCut-style (frame, cam, kpt) arrays."""
+"""Batched triangulation: any leading batch of points, or (frame, cam, kpt) arrays."""
 
 from __future__ import annotations
 

@@ -48,7 +48,9 @@ class Triangulation:
     covariance: Array
 
 
-def _usable_views(points_2d: Array, confidence: Array, min_confidence: float) -> tuple[Array, Array]:
+def _usable_views(
+    points_2d: Array, confidence: Array, min_confidence: float
+) -> tuple[Array, Array]:
     """Zero the weight of missing views and replace their NaN coordinates by 0."""
     missing = jnp.any(~jnp.isfinite(points_2d), -1) | ~jnp.isfinite(confidence)
     weight = jnp.where(missing | (confidence <= min_confidence), 0.0, confidence)
@@ -198,9 +200,7 @@ def select_views(
     return jnp.where(jnp.isfinite(costs[best]), inlier, weight > 0)
 
 
-def point_covariance(
-    rig: Camera, point: Array, weight: Array, *, sigma_px: float = 1.0
-) -> Array:
+def point_covariance(rig: Camera, point: Array, weight: Array, *, sigma_px: float = 1.0) -> Array:
     """Covariance (3, 3) of a triangulated point from first-order error propagation.
 
     The views have independent isotropic pixel noise of standard deviation
@@ -262,6 +262,7 @@ def triangulate_point(
     point = jnp.where(jnp.all(jnp.isfinite(point)), point, 0.0)
 
     if refine:
+
         def residual(p):
             return jax.vmap(project, in_axes=(0, None))(rig, p) - safe_2d
 
