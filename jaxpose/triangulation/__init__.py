@@ -1,6 +1,6 @@
 """Triangulation: confidence-weighted DLT, robust view selection, nonlinear refinement."""
 
-from jaxpose.triangulation.api import METHODS, triangulate, triangulate_frames
+from jaxpose.triangulation.api import METHODS, Triangulator, triangulate, triangulate_frames
 from jaxpose.triangulation.core import (
     Triangulation,
     point_covariance,
@@ -12,6 +12,7 @@ from jaxpose.triangulation.core import (
 
 __all__ = [
     "METHODS",
+    "Triangulator",
     "Triangulation",
     "point_covariance",
     "reprojection_errors",

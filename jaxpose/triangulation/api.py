@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -139,3 +140,89 @@ def triangulate_frames(
         out = triangulate(rig, pp, cc, method=method, **options)
         parts.append(jax.tree_util.tree_map(lambda a, n=stop - start: np.asarray(a[:n]), out))
     return jax.tree_util.tree_map(lambda *a: jnp.asarray(np.concatenate(a)), *parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Triangulator:
+    """Triangulation settings as one object, so a config can build it (`_target_`) and a
+    pipeline can call it on (frame, cam, kpt, 2) arrays.
+
+    Attributes:
+        method: "dlt", "robust", "refine" or "robust_refine".
+        threshold_px: inlier threshold of robust view selection.
+        min_confidence: views at or below this confidence are ignored.
+        refine_iterations: Levenberg-Marquardt iterations.
+        refine_loss: robust loss of the refinement ("linear", "huber", "cauchy").
+        refine_loss_scale_px: where that loss turns robust.
+        sigma_px: pixel noise at confidence 1, for the 3D covariance.
+        chunk_size: frames per compiled call (bounds memory on long recordings).
+    """
+
+    method: str = "robust_refine"
+    threshold_px: float = 15.0
+    min_confidence: float = 0.0
+    refine_iterations: int = 8
+    refine_loss: str = "huber"
+    refine_loss_scale_px: float = 5.0
+    sigma_px: float = 1.0
+    chunk_size: int = 256
+
+    def __post_init__(self):
+        method_options(self.method)
+        if self.threshold_px <= 0 or self.refine_loss_scale_px <= 0 or self.sigma_px <= 0:
+            raise ValueError("threshold_px, refine_loss_scale_px and sigma_px must be positive")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}")
+
+    def options(self) -> dict:
+        return dict(
+            threshold_px=float(self.threshold_px),
+            min_confidence=float(self.min_confidence),
+            refine_iterations=int(self.refine_iterations),
+            refine_loss=str(self.refine_loss),
+            refine_loss_scale_px=float(self.refine_loss_scale_px),
+            sigma_px=float(self.sigma_px),
+        )
+
+    def __call__(
+        self,
+        rig: Camera,
+        points_2d: Array,
+        confidence: Array | None = None,
+        *,
+        progress: bool = False,
+    ) -> Triangulation:
+        """(frame, cam, kpt, 2) pixels and (frame, cam, kpt) confidence -> (frame, kpt) results."""
+        points_2d = np.asarray(points_2d)
+        if points_2d.ndim != 4 or points_2d.shape[-1] != 2:
+            raise ValueError(
+                f"points_2d must have shape (frame, cam, kpt, 2), got {points_2d.shape}"
+            )
+        num_frames = points_2d.shape[0]
+        if confidence is None:
+            confidence = np.all(np.isfinite(points_2d), -1).astype(points_2d.dtype)
+        confidence = np.asarray(confidence, points_2d.dtype)
+        starts = range(0, num_frames, self.chunk_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"triangulate ({self.method})", unit="chunk")
+        parts = []
+        for start in starts:
+            stop = min(start + self.chunk_size, num_frames)
+            pp, cc = points_2d[start:stop], confidence[start:stop]
+            pad = self.chunk_size - (stop - start)
+            if pad and num_frames > self.chunk_size:  # one shape, one compilation
+                pp = np.concatenate([pp, np.full((pad, *pp.shape[1:]), np.nan, pp.dtype)])
+                cc = np.concatenate([cc, np.zeros((pad, *cc.shape[1:]), cc.dtype)])
+            out = triangulate(
+                rig,
+                np.moveaxis(pp, 1, 2),
+                np.moveaxis(cc, 1, 2),
+                method=self.method,
+                **self.options(),
+            )
+            parts.append(jax.tree_util.tree_map(lambda a, n=stop - start: np.asarray(a[:n]), out))
+        if not parts:
+            raise ValueError("no frames to triangulate")
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
