@@ -125,9 +125,10 @@ def run_demo(
     timings: dict[str, float] = {}
     for method in compare_methods:
         tri = dataclasses.replace(triangulator, method=method)
-        tri(rig32, study.points_2d[:1].astype(np.float32), study.confidence[:1].astype(np.float32))
+        args = (rig32, study.points_2d.astype(np.float32), study.confidence.astype(np.float32))
+        tri(*args)  # compile once, time the second call
         t = time.perf_counter()
-        res = tri(rig32, study.points_2d.astype(np.float32), study.confidence.astype(np.float32))
+        res = tri(*args)
         timings[method] = time.perf_counter() - t
         metrics[method] = error_metrics(
             np.asarray(res.points, np.float64), truth, pck_thresholds_mm
