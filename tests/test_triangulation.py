@@ -380,3 +380,15 @@ def test_sleap_8cam_human_labels_reproject():
     )
     assert med_dlt < 4.5
     assert med_rob < med_dlt
+
+
+def test_view_outside_distortion_range_is_dropped():
+    """A pixel with no undistorted preimage (image corner, k1 = -0.33) is not used."""
+    cal = load_calibration(data_path("sleap-mouse-8cam", "calibration.toml"))
+    point = np.array([[0.0, 0.0, 0.0]])
+    with jax.enable_x64(True):
+        uv = observe(cal.rig, point)[0]
+        uv[1] = (0.0, 0.0)  # backL: its top-left corner cannot be undistorted
+        res = triangulate(cal.rig, uv[None], method="dlt")
+    assert int(res.ncams[0]) == 7 and not bool(res.used[0, 1])
+    np.testing.assert_allclose(np.asarray(res.points[0]), point[0], atol=1e-6)

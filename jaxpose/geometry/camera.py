@@ -288,7 +288,8 @@ def undistort(camera: Camera, xy_distorted: Array, *, iterations: int = 20) -> A
 
     Damped Newton iterations (each step halved until the residual drops), started at the
     distorted point: quadratic convergence, and no divergence where strong radial terms bend the
-    mapping. The result is differentiable by the implicit function theorem: the iterations run
+    mapping. Points with no preimage (outside the range of a strongly distorting lens) come out
+    as NaN. The result is differentiable by the implicit function theorem: the iterations run
     without gradient and one final Newton step carries the exact derivative
     d(undistort)/d(.) = -J^-1 d(distort)/d(.).
     """
@@ -318,7 +319,13 @@ def undistort(camera: Camera, xy_distorted: Array, *, iterations: int = 20) -> A
     x0 = jax.lax.fori_loop(0, iterations, step, target)
     x0 = jax.lax.stop_gradient(x0)
     value, jac = _distortion_jacobian(camera, x0)
-    return x0 - _solve2(jax.lax.stop_gradient(jac), value - xy_distorted)
+    out = x0 - _solve2(jax.lax.stop_gradient(jac), value - xy_distorted)
+    # A point outside the range of the distortion map (e.g. an image corner under strong barrel
+    # distortion with k1 alone) has no preimage: Newton stalls at the fold. Say so with NaN
+    # rather than return a point that does not reproject to the input.
+    residual = jnp.linalg.norm(jax.lax.stop_gradient(value) - target, axis=-1)
+    tol = 1e-5 * jnp.maximum(1.0, jnp.linalg.norm(target, axis=-1))  # float32 Newton floor ~1e-7
+    return jnp.where((residual <= tol)[..., None], out, jnp.nan)
 
 
 # --- stage 3: intrinsics --------------------------------------------------------------------

@@ -78,12 +78,14 @@ def _get(section: Mapping, key: str, path: Path, where: str) -> Any:
     return section[key]
 
 
-def _array(value: Any, shape: tuple[int, ...], path: Path, where: str, key: str) -> np.ndarray:
+def _array(
+    value: Any, shape: tuple[int, ...] | None, path: Path, where: str, key: str
+) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
         raise CalibrationError(f"{path}: [{where}] '{key}' is not numeric: {value!r}") from None
-    if arr.shape != shape:
+    if shape is not None and arr.shape != shape:
         raise CalibrationError(
             f"{path}: [{where}] '{key}' must have shape {shape}, got {arr.shape}"
         )
@@ -129,7 +131,7 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
         model = FISHEYE if fisheye else BROWN_CONRADY
         ncoef = 4 if fisheye else 5
         k = _array(_get(sec, "matrix", path, key), (3, 3), path, key, "matrix")
-        dist = np.asarray(_get(sec, "distortions", path, key), dtype=np.float64).ravel()
+        dist = _array(_get(sec, "distortions", path, key), None, path, key, "distortions").ravel()
         if dist.size > ncoef or dist.size < (4 if not fisheye else 4):
             raise CalibrationError(
                 f"{path}: [{key}] 'distortions' has {dist.size} values; expected {ncoef} "

@@ -59,8 +59,16 @@ def _usable_views(
 
 
 def normalized_coordinates(rig: Camera, points_2d: Array) -> Array:
-    """Distorted pixels (cam, 2) -> undistorted normalised image coordinates (cam, 2)."""
+    """Distorted pixels (cam, 2) -> undistorted normalised image coordinates (cam, 2); NaN where
+    a pixel lies outside the range of its camera's distortion map."""
     return jax.vmap(lambda c, uv: undistort(c, pixel_to_plane(c, uv)))(rig, points_2d)
+
+
+def _undistorted_views(rig: Camera, safe_2d: Array, weight: Array) -> tuple[Array, Array]:
+    """Normalised coordinates with views that cannot be undistorted given zero weight."""
+    xy = normalized_coordinates(rig, safe_2d)
+    bad = jnp.any(~jnp.isfinite(xy), -1)
+    return jnp.where(bad[:, None], 0.0, xy), jnp.where(bad, 0.0, weight)
 
 
 def _normalizing_frame(rig: Camera) -> tuple[Array, Array]:
@@ -151,7 +159,7 @@ def triangulate_dlt(
         (3,) world point, NaN when fewer than two views are usable.
     """
     safe_2d, weight = _usable_views(points_2d, confidence, min_confidence)
-    xy = normalized_coordinates(rig, safe_2d)
+    xy, weight = _undistorted_views(rig, safe_2d, weight)
     valid = jnp.sum(weight > 0) >= 2
     # An invalid point solves a dummy well-posed system so nothing infinite reaches a gradient.
     point = _dlt_normalized(rig, xy, jnp.where(valid, weight, jnp.ones_like(weight)))
@@ -248,7 +256,7 @@ def triangulate_point(
         A `Triangulation` with no batch axes.
     """
     safe_2d, weight = _usable_views(points_2d, confidence, min_confidence)
-    xy = normalized_coordinates(rig, safe_2d)
+    xy, weight = _undistorted_views(rig, safe_2d, weight)
     if robust:
         inlier = select_views(rig, xy, safe_2d, weight, threshold_px=threshold_px)
         weight = jnp.where(inlier, weight, 0.0)
