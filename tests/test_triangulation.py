@@ -385,7 +385,11 @@ def test_sleap_8cam_human_labels_reproject():
 def test_view_outside_distortion_range_is_dropped():
     """A pixel with no undistorted preimage (image corner, k1 = -0.33) is not used."""
     cal = load_calibration(data_path("sleap-mouse-8cam", "calibration.toml"))
-    point = np.array([[0.0, 0.0, 0.0]])
+    # the point nearest every optical axis: in front of all 8 cameras
+    rot = np.stack([cv2.Rodrigues(np.asarray(r))[0] for r in cal.rig.rotation])
+    centers = -np.einsum("cji,cj->ci", rot, cal.rig.translation)
+    proj = np.eye(3) - rot[:, 2, :, None] * rot[:, 2, None, :]
+    point = np.linalg.solve(proj.sum(0), np.einsum("cij,cj->i", proj, centers))[None]
     with jax.enable_x64(True):
         uv = observe(cal.rig, point)[0]
         uv[1] = (0.0, 0.0)  # backL: its top-left corner cannot be undistorted

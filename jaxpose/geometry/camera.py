@@ -323,9 +323,9 @@ def undistort(camera: Camera, xy_distorted: Array, *, iterations: int = 20) -> A
     # A point outside the range of the distortion map (e.g. an image corner under strong barrel
     # distortion with k1 alone) has no preimage: Newton stalls at the fold. Say so with NaN
     # rather than return a point that does not reproject to the input.
-    residual = jnp.linalg.norm(jax.lax.stop_gradient(value) - target, axis=-1)
+    final = jnp.linalg.norm(jax.lax.stop_gradient(value) - target, axis=-1)
     tol = 1e-5 * jnp.maximum(1.0, jnp.linalg.norm(target, axis=-1))  # float32 Newton floor ~1e-7
-    return jnp.where((residual <= tol)[..., None], out, jnp.nan)
+    return jnp.where((final <= tol)[..., None], out, jnp.nan)
 
 
 # --- stage 3: intrinsics --------------------------------------------------------------------
