@@ -183,7 +183,7 @@ def bundle_adjust(
     cameras: np.ndarray,
     board_poses: np.ndarray,
     *,
-    options: BundleAdjustOptions = BundleAdjustOptions(),
+    options: BundleAdjustOptions | None = None,
     callback=None,
 ) -> BundleAdjustResult:
     """Refine all cameras and board poses jointly.
@@ -199,6 +199,7 @@ def bundle_adjust(
     Returns:
         A `BundleAdjustResult`.
     """
+    options = options or BundleAdjustOptions()
     num_frames, num_cams, num_corners = corners.shape[:3]
     if cameras.shape != (num_cams, len(SLOTS)):
         raise ValueError(f"cameras must be (cam={num_cams}, {len(SLOTS)}), got {cameras.shape}")

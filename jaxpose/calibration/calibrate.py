@@ -168,7 +168,7 @@ def calibrate(
     image_sizes: np.ndarray,
     names: Sequence[str],
     *,
-    options: BundleAdjustOptions = BundleAdjustOptions(),
+    options: BundleAdjustOptions | None = None,
     known_intrinsics: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     world: str | int = "camera",
     seed: int = 0,
@@ -194,6 +194,7 @@ def calibrate(
         CalibrationInputError: a camera with no detections, too few views, or not connected to
             the rest of the rig through shared board views.
     """
+    options = options or BundleAdjustOptions()
     corners = np.asarray(corners, np.float64)
     image_sizes = np.asarray(image_sizes, np.float64)
     names = tuple(names)

@@ -102,8 +102,8 @@ def _linearize(
     shared = _gather_shared(free, slot_map, start)
     se, lb = shared[entity], local[block]
 
-    def one(s, l, d):
-        return residual_fn(s, l, d)
+    def one(shared_i, local_i, data_i):
+        return residual_fn(shared_i, local_i, data_i)
 
     r = jax.vmap(one)(se, lb, data)  # (n, d)
     js = jax.vmap(jax.jacfwd(one, argnums=0))(se, lb, data)  # (n, d, slot)
@@ -239,7 +239,9 @@ def solve_schur_lm(
     )
     free = jnp.asarray(free, dtype)
     loc = jnp.asarray(local, dtype)
-    cost_of = lambda f, l: float(_cost(residual_fn, f, l, loss=loss, loss_scale=loss_scale, **args))
+    cost_of = lambda f, lp: float(
+        _cost(residual_fn, f, lp, loss=loss, loss_scale=loss_scale, **args)
+    )
     cost = cost_of(free, loc)
     initial_cost = cost
     if not np.isfinite(cost):
