@@ -272,3 +272,44 @@ def test_real_stereo_intrinsics_within_bouguet_uncertainty():
         )
         assert np.all(np.abs(f - m["fc"].ravel()) <= m["fc_error"].ravel())
         assert np.all(np.abs(pp - m["cc"].ravel()) <= m["cc_error"].ravel())
+
+
+def test_real_four_camera_rig_fixes_side_camera():
+    """sleap-anipose-minimal-session: calibrate from the stored board detections. The stored
+    `side` camera is a copy of `top` (about 125 px off); ours reprojects like the others."""
+    import h5py
+
+    from jaxpose.geometry import project_rig
+    from jaxpose.io import load_calibration
+
+    folder = data_path("sleap-anipose-minimal-session", "tests", "data", "minimal_session")
+    with h5py.File(folder / "calibration.metadata.h5") as f:
+        corners = np.moveaxis(f["detected_corners"][:], 0, 1)  # (frame, cam, corner, 2)
+    stored = load_calibration(folder / "calibration.toml")
+    board = Board(
+        kind="charuco", squares=(8, 11), square_mm=24.0, marker_mm=18.75, dictionary="DICT_4X4_1000"
+    )
+    res = calibrate(board, corners, np.array([[1280, 1024]] * 4), stored.names)
+    print("sleap-anipose 4-camera rig:\n" + res.report.table(res.adjustment.standard_errors))
+    side = stored.names.index("side")
+    assert np.all(res.report.mean_error_px < 1.0)
+    assert res.report.mean_error_px[side] < 2 * np.median(res.report.mean_error_px)
+    # the corners triangulated by the other three cameras reproject into the side camera
+    import jax
+
+    from jaxpose.triangulation import triangulate
+
+    others = [i for i in range(4) if i != side]
+    rig = res.calibration.rig
+    with jax.enable_x64(True):
+        pts = triangulate(
+            rig[np.array(others)], corners[:, others].transpose(0, 2, 1, 3), method="dlt"
+        ).points
+        proj = np.asarray(project_rig(rig[side : side + 1], np.asarray(pts)))[0]
+    err = np.linalg.norm(proj - corners[:, side], axis=-1)
+    print(
+        f"side camera: median error of corners triangulated by the other cameras "
+        f"{np.nanmedian(err):.2f} px"
+    )
+    assert np.nanmedian(err) < 2.0
+    assert abs(float(rig.focal[side, 0]) - float(stored.rig.focal[side, 0])) > 100  # not the copy
