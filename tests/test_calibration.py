@@ -347,3 +347,14 @@ def test_keypoint_refinement_recovers_perturbed_extrinsics():
     assert after["centre_mm"] < before["centre_mm"] / 3
     assert out.error_after_px < out.error_before_px
     assert abs(out.scale_correction - 1) < 0.05
+
+
+def test_report_files(tmp_path, rig3, result3):
+    from jaxpose.calibration.report import write_report
+
+    cal, _, sizes = rig3
+    paths = write_report(result3, tmp_path, sizes)
+    md = paths["markdown"].read_text()
+    assert "mean px" in md and cal.names[0] in md
+    for key in ("residuals", "coverage"):
+        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -155,6 +155,7 @@ class BundleAdjustResult:
         residuals: (obs, 2) final reprojection residuals in px.
         observation_camera: (obs,) camera of each residual.
         observation_frame: (obs,) frame of each residual.
+        observation_corner: (obs,) board corner id of each residual.
         solver: the least-squares diagnostics.
     """
 
@@ -164,6 +165,7 @@ class BundleAdjustResult:
     residuals: np.ndarray
     observation_camera: np.ndarray
     observation_frame: np.ndarray
+    observation_corner: np.ndarray
     solver: LeastSquaresResult
 
     def per_camera_error(self) -> np.ndarray:
@@ -246,6 +248,7 @@ def bundle_adjust(
         residuals=result.residuals,
         observation_camera=c_idx,
         observation_frame=f_idx,
+        observation_corner=k_idx,
         solver=result,
     )
 

@@ -1,0 +1,1 @@
+"""Multi-camera calibration: boards, detection, initialisation, bundle adjustment."""
