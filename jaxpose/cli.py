@@ -15,17 +15,29 @@ from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
-# command -> (summary, "module:function" taking the composed DictConfig)
+# command -> (summary, "module:function" taking the composed DictConfig); the configuration is
+# conf/<command>.yaml unless CONFIG_NAMES says otherwise (a group of the same name may exist).
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
         "Run the embedded synthetic study end to end and report errors against ground truth",
         "jaxpose.pipeline.demo:main",
+    ),
+    "board": (
+        "Write a printable PNG of a calibration board (ChArUco, checkerboard, ArUco grid)",
+        "jaxpose.pipeline.board_cli:main",
     ),
     "triangulate": (
         "Triangulate per-camera DeepLabCut predictions with an Anipose calibration.toml",
         "jaxpose.pipeline.triangulate_cli:main",
     ),
 }
+
+
+CONFIG_NAMES = {"board": "board_print"}
+
+
+def config_name(command: str) -> str:
+    return CONFIG_NAMES.get(command, command)
 
 
 def usage() -> str:
@@ -64,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jaxpose: unknown command {command!r}\n", file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
-    if not (CONF_DIR / f"{command}.yaml").is_file():
+    name = config_name(command)
+    if not (CONF_DIR / f"{name}.yaml").is_file():
         print(
-            f"jaxpose: configuration {CONF_DIR / (command + '.yaml')} not found; "
+            f"jaxpose: configuration {CONF_DIR / (name + '.yaml')} not found; "
             "install jaxpose from its source tree with `pip install -e .`",
             file=sys.stderr,
         )
@@ -79,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     run = _load(COMMANDS[command][1])
     status = {"code": 0}
 
-    @hydra.main(config_path=str(CONF_DIR), config_name=command, version_base="1.3")
+    @hydra.main(config_path=str(CONF_DIR), config_name=name, version_base="1.3")
     def app(cfg) -> None:
         import logging
 
         # Hydra sets the root logger to INFO; these libraries are chatty at that level.
-        for name in ("numexpr", "jax._src.xla_bridge", "absl"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        for logger in ("numexpr", "jax._src.xla_bridge", "absl"):
+            logging.getLogger(logger).setLevel(logging.WARNING)
         status["code"] = run(cfg) or 0
 
     saved = sys.argv

@@ -1,8 +1,9 @@
-"""Calibration boards (ChArUco, checkerboard) and a seeded hand-held board waved through a rig.
+"""A seeded hand-held calibration board waved through a rig, and what each camera sees of it.
 
-Board frame (OpenCV's, for both kinds): origin at the top-left outer corner of the printed
-board, x to the right along a row of squares, y down the columns, z = x cross y pointing into the
-board, away from a camera that sees the pattern. Inner corners are numbered row-major: corner
+The `Board` type lives in `jaxpose.calibration.board` (re-exported here). Board frame (OpenCV's):
+origin at the top-left outer corner of the printed board, x to the right along a row of squares,
+y down the columns, z = x cross y pointing into the board, away from a camera that sees the
+pattern. Inner corners are numbered row-major: corner
 id = row * (cols - 1) + col sits at ((col + 1) * square, (row + 1) * square, 0), exactly
 `cv2.aruco.CharucoBoard.getChessboardCorners()`, and the order `cv2.findChessboardCorners`
 reports for a pattern size of (cols - 1, rows - 1) seen upright.
@@ -10,112 +11,23 @@ reports for a pattern size of (cols - 1, rows - 1) seen upright.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation
 
+from jaxpose.calibration.board import CHARUCO, CHECKERBOARD, Board
 from jaxpose.geometry.camera import Camera
 from jaxpose.io.calibration import Calibration
 from jaxpose.synth.rig import _as_numpy_rig, camera_centers, in_view
 
-CHARUCO = "charuco"
-CHECKERBOARD = "checkerboard"
-
-
-@dataclasses.dataclass(frozen=True)
-class Board:
-    """Geometry of a planar calibration board.
-
-    Attributes:
-        kind: "charuco" or "checkerboard".
-        squares: (cols, rows) number of squares along x and y.
-        square_mm: side of one square, mm.
-        marker_mm: side of one ArUco marker, mm (ChArUco only; must be < square_mm).
-        dictionary: OpenCV ArUco dictionary name (ChArUco only), e.g. "DICT_4X4_50".
-    """
-
-    kind: str = CHARUCO
-    squares: tuple[int, int] = (7, 5)
-    square_mm: float = 20.0
-    marker_mm: float = 15.0
-    dictionary: str = "DICT_4X4_50"
-
-    def __post_init__(self):
-        if self.kind not in (CHARUCO, CHECKERBOARD):
-            raise ValueError(f"board kind must be 'charuco' or 'checkerboard', got {self.kind!r}")
-        squares = tuple(self.squares)
-        if (
-            len(squares) != 2
-            or not all(
-                isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in squares
-            )
-            or min(squares) < 2
-        ):
-            raise ValueError(f"squares must be two integers >= 2 (cols, rows), got {self.squares}")
-        object.__setattr__(self, "squares", (int(squares[0]), int(squares[1])))
-        if not self.square_mm > 0:
-            raise ValueError(f"square_mm must be positive, got {self.square_mm}")
-        if self.kind == CHARUCO:
-            if not 0 < self.marker_mm < self.square_mm:
-                raise ValueError(
-                    f"marker_mm must be in (0, square_mm={self.square_mm}), got {self.marker_mm}"
-                )
-            import cv2
-
-            name = self.dictionary
-            if not (name.startswith("DICT_") and hasattr(cv2.aruco, name)):
-                raise ValueError(f"unknown ArUco dictionary {name!r} (e.g. 'DICT_4X4_50')")
-            size = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, name)).bytesList.shape[0]
-            if size < self.num_markers:
-                raise ValueError(
-                    f"a {squares[0]}x{squares[1]} ChArUco board needs {self.num_markers} "
-                    f"markers but {name} has only {size}"
-                )
-
-    @property
-    def pattern_size(self) -> tuple[int, int]:
-        """(cols - 1, rows - 1): inner corners per row and per column (OpenCV's pattern size)."""
-        return self.squares[0] - 1, self.squares[1] - 1
-
-    @property
-    def num_corners(self) -> int:
-        cols, rows = self.pattern_size
-        return cols * rows
-
-    @property
-    def num_markers(self) -> int:
-        """ArUco markers on a ChArUco board (on every other square), 0 for a checkerboard."""
-        return self.squares[0] * self.squares[1] // 2 if self.kind == CHARUCO else 0
-
-    @property
-    def size_mm(self) -> tuple[float, float]:
-        """(width, height) of the printed pattern, mm."""
-        return self.squares[0] * self.square_mm, self.squares[1] * self.square_mm
-
-    def corners(self) -> np.ndarray:
-        """(corner, 3) float64 inner-corner positions in the board frame (z = 0), id order."""
-        cols, rows = self.pattern_size
-        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        xy = np.stack([c.ravel() + 1, r.ravel() + 1], -1) * float(self.square_mm)
-        return np.concatenate([xy, np.zeros((len(xy), 1))], -1)
-
-    def center(self) -> np.ndarray:
-        """(3,) the centre of the board in the board frame."""
-        w, h = self.size_mm
-        return np.array([0.5 * w, 0.5 * h, 0.0])
-
-    def opencv_board(self):
-        """The matching `cv2.aruco.CharucoBoard` (units mm); ChArUco boards only."""
-        if self.kind != CHARUCO:
-            raise ValueError("only a ChArUco board has an OpenCV board object")
-        import cv2
-
-        dictionary = cv2.aruco.getPredefinedDictionary(getattr(cv2.aruco, self.dictionary))
-        return cv2.aruco.CharucoBoard(
-            self.squares, float(self.square_mm), float(self.marker_mm), dictionary
-        )
+__all__ = [
+    "CHARUCO",
+    "CHECKERBOARD",
+    "Board",
+    "board_observations",
+    "board_points",
+    "board_trajectory",
+]
 
 
 def _check_count(name: str, value, minimum: int) -> int:
