@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Write a printable PNG of a calibration board (ChArUco, checkerboard, ArUco grid)",
         "jaxpose.pipeline.board_cli:main",
     ),
+    "calibrate": (
+        "Calibrate a multi-camera rig from board images or videos (bundle adjustment in JAX)",
+        "jaxpose.pipeline.calibrate_cli:main",
+    ),
     "triangulate": (
         "Triangulate per-camera DeepLabCut predictions with an Anipose calibration.toml",
         "jaxpose.pipeline.triangulate_cli:main",

@@ -52,3 +52,24 @@ __all__ = [
     "mouse_skeleton",
     "project_points",
 ]
+
+# Board images through synthetic cameras (jaxpose.synth.render).
+from jaxpose.synth.render import (  # noqa: E402
+    board_texture,
+    iter_board_images,
+    render_board,
+    render_board_sequence,
+    scale_camera,
+    write_board_images,
+    write_board_videos,
+)
+
+__all__ += [
+    "board_texture",
+    "iter_board_images",
+    "render_board",
+    "render_board_sequence",
+    "scale_camera",
+    "write_board_images",
+    "write_board_videos",
+]
