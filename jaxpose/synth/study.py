@@ -128,6 +128,7 @@ def make_study(
     seed: int = 0,
     fps: float = 30.0,
     board_kind: str = "charuco",
+    board: Board | None = None,
     margin_px: float = 4.0,
 ) -> SyntheticStudy:
     """Generate a seeded synthetic study: the same arguments give bit-identical arrays.
@@ -143,7 +144,8 @@ def make_study(
         num_board_frames: frames of the hand-held calibration board, >= 0.
         seed: the one seed all randomness derives from.
         fps: frame rate; motion is defined in seconds.
-        board_kind: "charuco" or "checkerboard".
+        board_kind: "charuco" or "checkerboard" (a default-sized board of that kind).
+        board: a specific board (overrides board_kind), e.g. the one printed for a real rig.
         margin_px: a keypoint closer than this to the image border is not visible.
 
     Returns:
@@ -162,7 +164,7 @@ def make_study(
         raise ValueError(f"num_board_frames must be an integer, got {num_board_frames!r}")
     if num_board_frames < 0:
         raise ValueError(f"num_board_frames must be >= 0, got {num_board_frames}")
-    board = Board(kind=board_kind)
+    board = board if board is not None else Board(kind=board_kind)
 
     # Independent streams per component: changing one option (say the outlier fraction) leaves
     # everything drawn before it, and the other components, unchanged.
