@@ -23,7 +23,7 @@ def test_demo_small_study(tmp_path, capsys):
             f"out={out}",
             "synth.num_cameras=4",
             "synth.num_frames=40",
-            "synth.num_board_frames=10",
+            "synth.num_board_frames=40",
             "synth.outlier_fraction=0.1",
             "synth.noise_px=1.0",
             "compare_methods=[dlt,robust_refine]",
@@ -42,6 +42,11 @@ def test_demo_small_study(tmp_path, capsys):
     assert "MPJPE" in report and "robust_refine" in report
     assert (out / "errors.png").stat().st_size > 1000
     assert (out / "calibration.toml").is_file()
+    # the rig was calibrated from rendered board images, and the result is close to the truth
+    cal = metrics["calibration_errors"]
+    assert cal["focal_pct"] < 1.0 and cal["centre_mm"] < 5.0
+    assert (out / "calibration" / "report.md").is_file()
+    assert "robust_refine (true cameras)" in metrics["methods"]
     assert len(list((out / "predictions").glob("*.h5"))) == 4
     assert "MPJPE" in capsys.readouterr().out
 
@@ -59,6 +64,8 @@ def test_every_config_composes_and_instantiates(command, method):
     if command == "demo":
         study = instantiate(cfg.synth, num_frames=5, num_board_frames=2)
         assert study.points_3d.shape[0] == 5
+        options = instantiate(cfg.calibration.bundle_adjust, _convert_="all")
+        assert "k3" in options.fix
 
 
 def test_experiment_configs_compose():

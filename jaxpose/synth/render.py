@@ -356,7 +356,7 @@ def _board_to_texture(camera: Camera, pose: np.ndarray, affine: np.ndarray) -> n
     H^-1 (x, y, 1) = (bx, by, 1) / depth: the third component is positive in front.
     """
     rc = Rotation.from_rotvec(camera.rotation).as_matrix()
-    rb = Rotation.from_rotvec(pose[:3]).as_matrix()
+    rb = Rotation.from_rotvec(np.array(pose[:3], dtype=np.float64)).as_matrix()
     rot = rc @ rb
     t = rc @ pose[3:] + camera.translation
     # The pattern is on the board's -z side; the camera centre must be there to see it.
