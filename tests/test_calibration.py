@@ -358,3 +358,42 @@ def test_report_files(tmp_path, rig3, result3):
     assert "mean px" in md and cal.names[0] in md
     for key in ("residuals", "coverage"):
         assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_real_charuco_photos_single_camera():
+    """opencv-stereo/charuco: detect the ChArUco board in OpenCV's 4 tutorial photos and
+    calibrate the camera (full model, as OpenCV's default); compare with OpenCV's stored
+    calibration of that camera within our standard errors. Four views are few: the report
+    must say so."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from jaxpose.calibration.detect import detect_folder
+    from jaxpose.cli import CONF_DIR
+
+    folder = data_path("opencv-stereo", "charuco")
+    board = instantiate(OmegaConf.load(CONF_DIR / "board" / "charuco_opencv_tutorial.yaml"))
+    det = detect_folder(
+        board, [folder / f"img_0{i}.jpg" for i in range(4)], camera="tutorial", progress=False
+    )
+    assert list(det.counts()) == [24, 24, 24, 24]
+    res = calibrate(
+        board,
+        det.corners[:, None],
+        np.array([det.image_size]),
+        ["tutorial"],
+        options=BundleAdjustOptions(fix=("skew",), loss="linear"),
+    )
+    store = cv2.FileStorage(str(folder / "tutorial_camera_charuco.yml"), cv2.FILE_STORAGE_READ)
+    k = store.getNode("camera_matrix").mat()
+    cam, se = res.adjustment.cameras[0], res.adjustment.standard_errors[0]
+    rms = np.sqrt(np.mean(np.sum(res.adjustment.residuals**2, -1)))
+    print(
+        f"ChArUco photos: f {cam[6:8].round(1)} (stored {k[0, 0]:.1f}, {k[1, 1]:.1f}), "
+        f"c {cam[8:10].round(1)} (stored {k[0, 2]:.1f}, {k[1, 2]:.1f}), RMS {rms:.3f} px "
+        f"(stored 0.182), se f {se[6:8].round(1)}"
+    )
+    stored = np.array([k[0, 0], k[1, 1], k[0, 2], k[1, 2]])
+    assert np.all(np.abs(cam[6:10] - stored) < 3 * se[6:10])
+    assert rms < 0.25
+    assert any("only 4 frames" in w for w in res.report.warnings)
