@@ -209,3 +209,25 @@ def test_csv_output_layout_is_anipose(tmp_path, fly_predictions):
     for suffix in ("x", "y", "z", "error", "ncams", "score"):
         assert f"L1A_{suffix}" in df.columns
     assert "fnum" in df.columns and "M_00" in df.columns and "center_0" in df.columns
+
+
+def test_triangulate_with_calibration_refinement(tmp_path, fly_predictions):
+    calibration, pred = fly_predictions
+    out = tmp_path / "out"
+    code = main(
+        [
+            "triangulate",
+            f"calibration={calibration}",
+            f"predictions={pred}",
+            f"out={out}",
+            "refine_calibration.enabled=true",
+            "refine_calibration.options.min_confidence=0.5",
+            "progress=false",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    r = summary["calibration_refinement"]
+    assert r["error_after_px"] < r["error_before_px"]
+    refined = load_calibration(out / "calibration_refined.toml")
+    assert refined.names == load_calibration(calibration).names

@@ -26,8 +26,13 @@ def run_calibrate(cfg: DictConfig) -> dict:
     cameras = None if cfg.cameras is None else list(cfg.cameras)
     t0 = time.perf_counter()
     detections = detect_cameras(
-        board, cfg.inputs, cache_dir=out / "detections", camera_names=cameras,
-        every=int(cfg.every), max_frames=cfg.max_frames, min_corners=cfg.min_corners,
+        board,
+        cfg.inputs,
+        cache_dir=out / "detections",
+        camera_names=cameras,
+        every=int(cfg.every),
+        max_frames=cfg.max_frames,
+        min_corners=cfg.min_corners,
         progress=bool(cfg.progress),
     )
     names = list(detections)
@@ -61,16 +66,29 @@ def run_calibrate(cfg: DictConfig) -> dict:
 
     t1 = time.perf_counter()
     try:
-        result = calibrate(board, corners, sizes, names, options=options, known_intrinsics=known,
-                           world=world, seed=int(cfg.seed), callback=callback)
+        result = calibrate(
+            board,
+            corners,
+            sizes,
+            names,
+            options=options,
+            known_intrinsics=known,
+            world=world,
+            seed=int(cfg.seed),
+            callback=callback,
+        )
     finally:
         if bar is not None:
             bar.close()
     t_calib = time.perf_counter() - t1
     toml = save_calibration(result.calibration, out / "calibration.toml")
     paths = write_report(result, out, sizes)
-    return {"result": result, "toml": toml, "report": paths["markdown"],
-            "seconds": {"detect": t_detect, "calibrate": t_calib}}
+    return {
+        "result": result,
+        "toml": toml,
+        "report": paths["markdown"],
+        "seconds": {"detect": t_detect, "calibrate": t_calib},
+    }
 
 
 def main(cfg: DictConfig) -> int:
@@ -80,8 +98,11 @@ def main(cfg: DictConfig) -> int:
 
     missing = [k for k in ("inputs", "out") if OmegaConf.is_missing(cfg, k)]
     if missing:
-        print(f"jaxpose calibrate: missing {', '.join(missing)}.\nUsage: jaxpose calibrate "
-              "inputs=<folder> out=<folder> board=<name>   (see --help)", file=sys.stderr)
+        print(
+            f"jaxpose calibrate: missing {', '.join(missing)}.\nUsage: jaxpose calibrate "
+            "inputs=<folder> out=<folder> board=<name>   (see --help)",
+            file=sys.stderr,
+        )
         return 2
     try:
         done = run_calibrate(cfg)
@@ -93,6 +114,8 @@ def main(cfg: DictConfig) -> int:
     for w in result.report.warnings:
         print(f"WARNING: {w}")
     sec = done["seconds"]
-    print(f"detection {sec['detect']:.1f} s, calibration {sec['calibrate']:.1f} s; "
-          f"wrote {done['toml']} and {done['report']}")
+    print(
+        f"detection {sec['detect']:.1f} s, calibration {sec['calibrate']:.1f} s; "
+        f"wrote {done['toml']} and {done['report']}"
+    )
     return 0

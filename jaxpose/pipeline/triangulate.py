@@ -204,13 +204,33 @@ def run_triangulate(
     *,
     triangulator: Triangulator | None = None,
     bodyparts: Sequence[str] | None = None,
+    refine_calibration: Mapping | None = None,
     progress: bool = True,
 ) -> dict:
-    """The whole `jaxpose triangulate` command; returns a summary dict (also written as JSON)."""
+    """The whole `jaxpose triangulate` command; returns a summary dict (also written as JSON).
+
+    Args:
+        refine_calibration: if given, options of
+            `jaxpose.calibration.refine_keypoints.refine_with_keypoints` (min_confidence,
+            refine_intrinsics, ...): the calibration is first refined by bundle adjustment on
+            confident keypoints (keeping the board's scale), written as
+            `calibration_refined.toml`, and used for triangulation.
+    """
     triangulator = triangulator or Triangulator()
     cal = load_calibration(calibration)
     files = resolve_predictions(predictions, cal)
     xy, conf, bodyparts = load_predictions(files, bodyparts=bodyparts)
+    refinement = None
+    if refine_calibration is not None:
+        from jaxpose.calibration.refine_keypoints import refine_with_keypoints
+        from jaxpose.io.calibration import save_calibration
+
+        refinement = refine_with_keypoints(
+            cal, xy, conf, triangulator=triangulator, **dict(refine_calibration)
+        )
+        cal = refinement.calibration
+        Path(out).mkdir(parents=True, exist_ok=True)
+        save_calibration(cal, Path(out) / "calibration_refined.toml")
     result = triangulator(
         cal.rig.astype(np.float32),
         xy.astype(np.float32),
@@ -240,6 +260,15 @@ def run_triangulate(
         },
         "outputs": {k: str(v) for k, v in paths.items()},
     }
+    if refinement is not None:
+        summary["calibration_refinement"] = {
+            "points": refinement.points_used,
+            "views": refinement.views_used,
+            "error_before_px": refinement.error_before_px,
+            "error_after_px": refinement.error_after_px,
+            "scale_correction": refinement.scale_correction,
+            "file": str(Path(out) / "calibration_refined.toml"),
+        }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     return summary
 
@@ -257,7 +286,14 @@ def format_summary(summary: dict) -> str:
     table = summary_table(
         list(summary["per_camera"]), rows, ("camera", "median px", "p95 px", "views used")
     )
-    return (
+    refined = ""
+    if "calibration_refinement" in summary:
+        r = summary["calibration_refinement"]
+        refined = (
+            f"calibration refined on {r['points']} keypoints ({r['views']} views): reprojection "
+            f"{r['error_before_px']:.2f} -> {r['error_after_px']:.2f} px; wrote {r['file']}\n"
+        )
+    return refined + (
         f"{summary['points_triangulated']} of {summary['points_total']} points triangulated "
         f"({summary['frames']} frames x {len(summary['bodyparts'])} body parts, "
         f"method {summary['method']}); median reprojection error "

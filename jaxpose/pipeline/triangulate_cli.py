@@ -38,6 +38,11 @@ def main(cfg: DictConfig) -> int:
             cfg.out,
             triangulator=instantiate(cfg.triangulation),
             bodyparts=None if cfg.bodyparts is None else list(cfg.bodyparts),
+            refine_calibration=(
+                dict(OmegaConf.to_container(cfg.refine_calibration.options))
+                if cfg.refine_calibration.enabled
+                else None
+            ),
             progress=bool(cfg.progress),
         )
     except (InputError, CalibrationError, KeypointFileError) as e:
