@@ -34,7 +34,7 @@ from jaxpose.calibration.evaluate import calibration_errors  # noqa: E402
 from jaxpose.geometry.camera import stack_cameras  # noqa: E402
 from jaxpose.io.calibration import Calibration  # noqa: E402
 from jaxpose.synth import make_rig  # noqa: E402
-from jaxpose.synth.board import board_trajectory  # noqa: E402
+from jaxpose.synth.board import calibration_session  # noqa: E402
 from jaxpose.synth.render import scale_camera, write_board_images  # noqa: E402
 
 BOARD = Board(
@@ -42,9 +42,11 @@ BOARD = Board(
 )
 
 
-def run(num_cameras: int, frames: int, scale: float, seed: int, workdir: Path) -> dict:
+def run(
+    num_cameras: int, frames: int, scale: float, seed: int, workdir: Path, sweep: float = 0.4
+) -> dict:
     cal = make_rig(num_cameras, seed=seed)
-    poses = board_trajectory(BOARD, frames, seed=seed + 1, rig=cal)
+    poses = calibration_session(BOARD, cal, frames, seed=seed + 1, sweep_fraction=sweep)
     t0 = time.perf_counter()
     write_board_images(
         workdir / "images", cal, BOARD, poses, seed=seed + 2, image_scale=scale, progress=True
@@ -89,12 +91,18 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--scale", type=float, default=1.0, help="image scale (1 = 1280x1024)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument(
+        "--sweep",
+        type=float,
+        default=0.4,
+        help="share of frames with the board close to one camera (intrinsics)",
+    )
     ap.add_argument("--out", default="benchmarks/results/calibration_rendered.json")
     args = ap.parse_args()
     rows = []
     for n in args.cameras:
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(run(n, args.frames, args.scale, args.seed, Path(tmp)))
+            rows.append(run(n, args.frames, args.scale, args.seed, Path(tmp), args.sweep))
         print(json.dumps(rows[-1], indent=1))
     print(
         f"\n{'cams':>4} {'focal %':>8} {'pp px':>6} {'rot deg':>8} {'centre mm':>9} "

@@ -560,3 +560,26 @@ def test_animate_needs_the_mouse_keypoints():
         animate(sk, 10, seed=0)
     with pytest.raises(KeyError, match="no keypoint named"):
         mouse_skeleton().index("wing_l")
+
+
+def test_camera_sweep_covers_each_image():
+    """The close-up sweep puts the board all over each camera's image (for intrinsics)."""
+    from jaxpose.calibration.calibrate import coverage_fraction
+    from jaxpose.synth.board import calibration_session, camera_sweep
+
+    board = Board(
+        kind="charuco", squares=(10, 7), square_mm=30.0, marker_mm=22.0, dictionary="DICT_4X4_250"
+    )
+    cal = make_rig(3, seed=2)
+    poses = camera_sweep(board, cal, 24, seed=3)
+    assert poses.shape == (72, 6)
+    uv, visible = board_observations(board, poses, cal, noise_px=0.0, seed=0)
+    sizes = np.asarray(cal.rig.image_size)
+    for c in range(3):
+        own = slice(24 * c, 24 * (c + 1))
+        assert visible[own, c].any(-1).mean() > 0.9  # each camera sees its own sweep
+        assert coverage_fraction(uv[own, c], sizes[c]) > 0.8
+    session = calibration_session(board, cal, 100, seed=4, sweep_fraction=0.4)
+    assert session.shape == (100, 6)
+    with pytest.raises(ValueError, match="sweep_fraction"):
+        calibration_session(board, cal, 10, seed=0, sweep_fraction=1.5)

@@ -160,6 +160,89 @@ def board_trajectory(
     return np.concatenate([Rotation.from_matrix(rot).as_rotvec(), translation], -1)
 
 
+def camera_sweep(
+    board: Board,
+    rig: Camera | Calibration,
+    frames_per_camera: int,
+    *,
+    seed: int,
+    size_fraction: tuple[float, float] = (0.3, 0.55),
+    max_tilt_deg: float = 40.0,
+) -> np.ndarray:
+    """Board poses held close in front of each camera in turn, spread over its whole field of
+    view, as people do to calibrate intrinsics: the board's centre visits a stratified grid of
+    image positions (edges and corners included), tilted up to `max_tilt_deg` toward random
+    directions, at distances where it spans `size_fraction` of the image width.
+
+    Args:
+        board: the board.
+        rig: the cameras.
+        frames_per_camera: poses per camera.
+        seed: seed for `numpy.random.default_rng`.
+        size_fraction: (low, high) apparent board width as a fraction of the image width.
+        max_tilt_deg: largest angle between the board normal and the line of sight, degrees.
+
+    Returns:
+        (cam * frames_per_camera, 6) board -> world poses, camera by camera.
+    """
+    frames_per_camera = _check_count("frames_per_camera", frames_per_camera, 0)
+    cams = _as_numpy_rig(rig)
+    rng = np.random.default_rng(seed)
+    rot_wc = Rotation.from_rotvec(np.asarray(cams.rotation)).as_matrix()  # world -> camera
+    centres = camera_centers(cams)
+    width_mm = board.size_mm[0]
+    poses = []
+    for c in range(rot_wc.shape[0]):
+        (fx, fy), (cx, cy) = np.asarray(cams.focal[c]), np.asarray(cams.principal_point[c])
+        w, h = np.asarray(cams.image_size[c])
+        # stratified positions over a 4 x 3 grid of image cells, cycling through the cells
+        cells = rng.permutation(12)[np.arange(frames_per_camera) % 12]
+        u = ((cells % 4) + rng.uniform(0, 1, frames_per_camera)) / 4 * 0.8 * w + 0.1 * w
+        v = ((cells // 4) + rng.uniform(0, 1, frames_per_camera)) / 3 * 0.8 * h + 0.1 * h
+        frac = rng.uniform(*size_fraction, frames_per_camera)
+        dist = fx * width_mm / (frac * w)
+        ray = np.stack([(u - cx) / fx, (v - cy) / fy, np.ones_like(u)], -1)
+        ray /= np.linalg.norm(ray, axis=-1, keepdims=True)
+        centre = centres[c] + (dist[:, None] * ray) @ rot_wc[c]  # camera -> world
+        to_cam = centres[c] - centre
+        to_cam /= np.linalg.norm(to_cam, axis=-1, keepdims=True)
+        # tilt the normal away from the line of sight about a random perpendicular axis
+        axis = np.cross(to_cam, rng.normal(size=(frames_per_camera, 3)))
+        axis /= np.linalg.norm(axis, axis=-1, keepdims=True)
+        angle = np.deg2rad(rng.uniform(0.0, max_tilt_deg, frames_per_camera))
+        normal = Rotation.from_rotvec(axis * angle[:, None]).apply(to_cam)
+        roll = np.deg2rad(rng.uniform(-30.0, 30.0, frames_per_camera))
+        rot = _facing_rotation(normal, roll)
+        translation = centre - rot @ board.center()
+        poses.append(np.concatenate([Rotation.from_matrix(rot).as_rotvec(), translation], -1))
+    return np.concatenate(poses) if poses else np.zeros((0, 6))
+
+
+def calibration_session(
+    board: Board,
+    rig: Camera | Calibration,
+    num_frames: int,
+    *,
+    seed: int,
+    sweep_fraction: float = 0.4,
+) -> np.ndarray:
+    """A whole calibration recording: a share of frames with the board close to each camera in
+    turn (`camera_sweep`, for intrinsics), the rest waved through the shared volume
+    (`board_trajectory`, for the cameras' relative poses).
+
+    Returns:
+        (num_frames, 6) board -> world poses.
+    """
+    num_frames = _check_count("num_frames", num_frames, 0)
+    if not 0.0 <= sweep_fraction <= 1.0:
+        raise ValueError(f"sweep_fraction must be in [0, 1], got {sweep_fraction}")
+    num_cams = _as_numpy_rig(rig).rotation.shape[0]
+    per_camera = int(round(sweep_fraction * num_frames / num_cams))
+    sweep = camera_sweep(board, rig, per_camera, seed=seed + 1)
+    shared = board_trajectory(board, num_frames - len(sweep), seed=seed, rig=rig)
+    return np.concatenate([shared, sweep])
+
+
 def board_points(board: Board, poses: np.ndarray) -> np.ndarray:
     """(frame, corner, 3) world positions of the board corners at poses (frame, 6)."""
     poses = np.asarray(poses, np.float64)
