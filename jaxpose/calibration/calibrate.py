@@ -173,6 +173,9 @@ def calibrate(
     world: str | int = "camera",
     seed: int = 0,
     min_corners: int = 6,
+    reject_outliers: bool = True,
+    outlier_factor: float = 5.0,
+    outlier_min_px: float = 1.0,
     callback=None,
 ) -> CalibrationResult:
     """Calibrate a rig from synchronised board detections.
@@ -188,6 +191,9 @@ def calibrate(
             pose becomes the world frame (board on the floor).
         seed: recorded in the metadata; the procedure itself has no randomness.
         min_corners: views with fewer corners are not used for initialisation.
+        reject_outliers: after a first bundle adjustment, drop corners whose reprojection error
+            exceeds max(outlier_min_px, outlier_factor x the median error), then adjust again.
+        outlier_factor, outlier_min_px: that threshold.
         callback: bundle adjustment progress callback(iteration, cost, damping).
 
     Raises:
@@ -251,6 +257,27 @@ def calibrate(
     ba = bundle_adjust(
         object_points, corners, start, init.board_poses, options=options, callback=callback
     )
+    rejected = np.zeros(num_cams, int)
+    if reject_outliers:
+        # Corner detectors have heavy tails (oblique or blurred views): a robust loss limits
+        # their pull, but a second pass without them removes it.
+        err = np.linalg.norm(ba.residuals, axis=-1)
+        threshold = max(outlier_min_px, outlier_factor * float(np.median(err)))
+        bad = err > threshold
+        if bad.any():
+            corners = corners.copy()
+            corners[
+                ba.observation_frame[bad], ba.observation_camera[bad], ba.observation_corner[bad]
+            ] = np.nan
+            rejected = np.bincount(ba.observation_camera[bad], minlength=num_cams)
+            ba = bundle_adjust(
+                object_points,
+                corners,
+                ba.cameras,
+                ba.board_poses,
+                options=options,
+                callback=callback,
+            )
     cams = ba.cameras
     if world != "camera":
         frame = int(world)
@@ -282,6 +309,7 @@ def calibrate(
             for i, n in enumerate(names)
         },
         "iterations": int(ba.solver.iterations),
+        "outliers_rejected": {n: int(rejected[i]) for i, n in enumerate(names)},
         "converged": bool(ba.solver.converged),
     }
     return CalibrationResult(Calibration(rig, names, metadata), ba, report, corners)
