@@ -75,6 +75,9 @@ def run_calibrate(cfg: DictConfig) -> dict:
             known_intrinsics=known,
             world=world,
             seed=int(cfg.seed),
+            reject_outliers=bool(cfg.outliers.reject),
+            outlier_factor=float(cfg.outliers.factor),
+            outlier_min_px=float(cfg.outliers.min_px),
             callback=callback,
         )
     finally:
