@@ -300,23 +300,34 @@ def undistort(camera: Camera, xy_distorted: Array, *, iterations: int = 20) -> A
     def residual(xy):
         return distort(cam_ng, xy) - target
 
-    def step(_, xy):
+    # Newton's convergence floor: a few ulps of the coordinates.
+    floor = 16 * jnp.finfo(target.dtype).eps * jnp.maximum(1.0, jnp.linalg.norm(target, axis=-1))
+
+    def step(state):
+        i, xy, _ = state
         value, jac = _distortion_jacobian(cam_ng, xy)
         r = value - target
+        r2 = jnp.sum(r * r, -1)
         delta = _solve2(jac, r)
-        best = xy
-        best_norm = jnp.sum(r * r, -1)
-        # try full, half, quarter, eighth step; keep the first that lowers the residual norm
-        for scale in (0.125, 0.25, 0.5, 1.0):  # reverse order: later (larger) wins when better
+        best, best_norm = xy, r2
+        # try full, half, quarter, eighth step; keep the largest that lowers the residual norm
+        for scale in (0.125, 0.25, 0.5, 1.0):
             cand = xy - scale * delta
             rc = residual(cand)
             norm = jnp.sum(rc * rc, -1)
-            ok = jnp.isfinite(norm) & (norm < jnp.sum(r * r, -1))
+            ok = jnp.isfinite(norm) & (norm < r2)
             best = jnp.where(ok[..., None], cand, best)
             best_norm = jnp.where(ok, norm, best_norm)
-        return best
+        # keep iterating while some point still improves and is above the floor: typical lenses
+        # converge in 2-4 iterations, strong distortion near the fold takes more
+        active = (best_norm < r2) & (jnp.sqrt(best_norm) > floor)
+        return i + 1, best, jnp.any(active)
 
-    x0 = jax.lax.fori_loop(0, iterations, step, target)
+    def not_done(state):
+        i, _, active = state
+        return (i < iterations) & active
+
+    _, x0, _ = jax.lax.while_loop(not_done, step, (0, target, jnp.array(True)))
     x0 = jax.lax.stop_gradient(x0)
     value, jac = _distortion_jacobian(camera, x0)
     out = x0 - _solve2(jax.lax.stop_gradient(jac), value - xy_distorted)

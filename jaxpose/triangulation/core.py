@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxpose.geometry.camera import Camera, pixel_to_plane, project, undistort
+from jaxpose.geometry.camera import Camera, pixel_to_plane, project, undistort, world_to_camera
 from jaxpose.optim.lm import levenberg_marquardt
 
 
@@ -90,9 +90,10 @@ def _normalizing_frame(rig: Camera) -> tuple[Array, Array]:
     return center, jnp.maximum(scale, 1e-12)
 
 
-def _solve3(m: Array, rhs: Array) -> tuple[Array, Array]:
-    """Solve a symmetric 3x3 system by its adjugate (elementwise: fast when vmapped on a CPU).
-    Returns the solution and the determinant (0 when singular)."""
+def _adjugate3(m: Array) -> tuple[Array, Array]:
+    """Adjugate and determinant of a symmetric 3x3 matrix, elementwise. Batched LAPACK calls
+    (solve, inv, eigvalsh) run as a loop over tiny matrices on a CPU; these closed forms vectorise.
+    """
     a, b, c = m[0, 0], m[0, 1], m[0, 2]
     d, e, f = m[1, 1], m[1, 2], m[2, 2]
     c00 = d * f - e * e
@@ -102,9 +103,38 @@ def _solve3(m: Array, rhs: Array) -> tuple[Array, Array]:
     c12 = b * c - a * e
     c22 = a * d - b * b
     det = a * c00 + b * c01 + c * c02
+    adj = jnp.stack(
+        [jnp.stack([c00, c01, c02]), jnp.stack([c01, c11, c12]), jnp.stack([c02, c12, c22])]
+    )
+    return adj, det
+
+
+def _solve3(m: Array, rhs: Array) -> tuple[Array, Array]:
+    """Solve a symmetric 3x3 system by its adjugate (elementwise: fast when vmapped on a CPU).
+    Returns the solution and the determinant (0 when singular)."""
+    adj, det = _adjugate3(m)
     safe = jnp.where(jnp.abs(det) > 0, det, 1.0)
-    adj = jnp.array([[c00, c01, c02], [c01, c11, c12], [c02, c12, c22]])
     return adj @ rhs / safe, det
+
+
+def _eigenvalue_range3(m: Array) -> tuple[Array, Array]:
+    """Smallest and largest eigenvalues of a symmetric 3x3 matrix in closed form (the
+    trigonometric solution of the characteristic cubic). Accurate to about eps * |m| when the
+    smallest is isolated (the rank-deficient case a conditioning test looks for), to about
+    sqrt(eps) * |m| when the two smallest coincide. For tests of conditioning only: no gradient."""
+    m = jax.lax.stop_gradient(m)
+    q = jnp.trace(m) / 3.0
+    off = m[0, 1] ** 2 + m[0, 2] ** 2 + m[1, 2] ** 2
+    shifted = m - q * jnp.eye(3, dtype=m.dtype)
+    p2 = (shifted[0, 0] ** 2 + shifted[1, 1] ** 2 + shifted[2, 2] ** 2 + 2.0 * off) / 6.0
+    p = jnp.sqrt(p2)
+    isotropic = p <= 1e-30 * jnp.maximum(jnp.abs(q), 1e-30)  # m = q I: all eigenvalues are q
+    safe_p = jnp.where(isotropic, 1.0, p)
+    half_det = _adjugate3(shifted / safe_p)[1] / 2.0
+    phi = jnp.arccos(jnp.clip(half_det, -1.0, 1.0)) / 3.0
+    largest = q + 2.0 * p * jnp.cos(phi)
+    smallest = q + 2.0 * p * jnp.cos(phi + 2.0 * jnp.pi / 3.0)
+    return jnp.where(isotropic, q, smallest), jnp.where(isotropic, q, largest)
 
 
 def _dlt_normalized(rig: Camera, xy: Array, weight: Array) -> Array:
@@ -213,14 +243,24 @@ def point_covariance(rig: Camera, point: Array, weight: Array, *, sigma_px: floa
 
     The views have independent isotropic pixel noise of standard deviation
     sigma_px / sqrt(weight); the information matrix is J^T W J with J the (2 cam, 3) Jacobian of
-    the projections. Directions the views do not constrain give NaN.
+    the projections. Directions the views do not constrain give NaN (the information matrix,
+    scaled to a unit diagonal, has an eigenvalue ratio below 1e-9 or a determinant <= 0).
     """
     jac = jax.vmap(jax.jacfwd(project, argnums=1), in_axes=(0, None))(rig, point)  # (cam, 2, 3)
     info = jnp.einsum("c,cki,ckj->ij", weight, jac, jac) / (sigma_px * sigma_px)
-    eigval = jnp.linalg.eigvalsh(info)
-    ok = eigval[0] > 1e-9 * jnp.maximum(eigval[-1], 1e-30)
-    safe = jnp.where(ok, info, jnp.eye(3, dtype=info.dtype))
-    return jnp.where(ok, jnp.linalg.inv(safe), jnp.nan)
+    # Closed form rather than `inv`/`eigvalsh`, which run as a loop over the 3x3 matrices on a
+    # CPU (4x slower here). Scaling to a unit diagonal and one Newton-Schulz correction of the
+    # adjugate keep it about as accurate as LAPACK's float32 `inv` up to condition numbers of 1e5.
+    eye = jnp.eye(3, dtype=info.dtype)
+    d = jnp.sqrt(jnp.maximum(jnp.diagonal(info), jnp.finfo(info.dtype).tiny))
+    scaled = info / (d[:, None] * d[None, :])
+    smallest, largest = _eigenvalue_range3(scaled)
+    adj, det = _adjugate3(scaled)
+    ok = (smallest > 1e-9 * jnp.maximum(largest, 1e-30)) & (det > 0)
+    inv = adj / jnp.where(ok, det, 1.0)
+    inv = inv + inv @ (eye - scaled @ inv)
+    inv = 0.5 * (inv + inv.T) / (d[:, None] * d[None, :])
+    return jnp.where(ok, inv, jnp.nan)
 
 
 def triangulate_point(
@@ -274,7 +314,7 @@ def triangulate_point(
         def residual(p):
             return jax.vmap(project, in_axes=(0, None))(rig, p) - safe_2d
 
-        point = levenberg_marquardt(
+        refined = levenberg_marquardt(
             residual,
             point,
             weights=safe_weight,
@@ -282,6 +322,13 @@ def triangulate_point(
             loss=refine_loss,
             loss_scale=refine_loss_scale_px,
         )
+        # With two views and one of them wrong, the reprojection minimum can lie at infinity or
+        # behind a camera: keep the linear estimate then.
+        depths = jax.vmap(lambda c: world_to_camera(c, refined)[2])(rig)
+        sane = jnp.all(jnp.isfinite(refined)) & jnp.all(
+            jnp.where(safe_weight > 0, depths > 0, True)
+        )
+        point = jnp.where(sane, refined, point)
 
     err = reprojection_errors(rig, point, safe_2d)
     mean_err = jnp.sum(jnp.where(used, err, 0.0)) / jnp.maximum(ncams, 1)

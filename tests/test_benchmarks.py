@@ -1,0 +1,60 @@
+"""The benchmark scripts still run and write what they promise (figures are not checked: never
+timed tests)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_triangulation_benchmark_smoke(tmp_path):
+    out = tmp_path / "triangulation.json"
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "triangulation.py"),
+        "--quick",
+        "--sizes",
+        "1000",
+        "--cameras",
+        "2",
+        "3",
+        "--repeats",
+        "1",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "numpy_svd_loop" in proc.stdout and "points/s" in proc.stdout
+
+    result = json.loads(out.read_text())
+    assert {"meta", "config", "results", "breakdown"} <= result.keys()
+    methods = {
+        "numpy_svd_loop",
+        "opencv_pairs_median",
+        "jaxpose_dlt",
+        "jaxpose_robust",
+        "jaxpose_refine",
+        "jaxpose_robust_refine",
+    }
+    rows = result["results"]
+    assert {(r["method"], r["cameras"]) for r in rows} == {(m, c) for m in methods for c in (2, 3)}
+    for r in rows:
+        assert r["n_points"] == 1000 and 0 < r["timed_points"] <= 1000
+        for key in ("points_per_second", "speedup_vs_numpy_loop", "seconds_median", "mpjpe_mm"):
+            assert math.isfinite(r[key]) and r[key] > 0, (r["method"], key, r[key])
+        assert math.isfinite(r["mpjpe_outliers_mm"]), r
+        assert r["mpjpe_mm"] < 5.0, r  # 1 px noise on a 600 mm ring: about 1 mm
+        if r["method"].startswith("jaxpose_"):
+            assert math.isfinite(r["compile_seconds"]) and r["compile_seconds"] >= 0
+    for b in result["breakdown"]:
+        assert (
+            math.isfinite(b["undistort_seconds_per_point"]) and b["undistort_seconds_per_point"] > 0
+        )
