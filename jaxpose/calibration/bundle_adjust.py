@@ -96,20 +96,24 @@ def camera_vector(camera: Camera) -> np.ndarray:
     ).astype(np.float64)
 
 
+def vector_camera(params, image_size=None) -> Camera:
+    """16 parameters in `SLOTS` order -> a `Camera` (traceable: used inside residuals)."""
+    return Camera(
+        rotation=params[0:3],
+        translation=params[3:6],
+        focal=params[6:8],
+        principal_point=params[8:10],
+        skew=params[10],
+        distortion=params[11:16],
+        image_size=jnp.zeros(2, params.dtype) if image_size is None else image_size,
+    )
+
+
 def corner_residual(camera_params, pose, data):
     """Reprojection residual (2,) of one board corner. data = (corner (3,), pixel (2,))."""
     corner, pixel = data
     point = rotate(pose[:3], corner) + pose[3:]
-    cam = Camera(
-        rotation=camera_params[0:3],
-        translation=camera_params[3:6],
-        focal=camera_params[6:8],
-        principal_point=camera_params[8:10],
-        skew=camera_params[10],
-        distortion=camera_params[11:16],
-        image_size=jnp.zeros(2, camera_params.dtype),
-    )
-    return project(cam, point) - pixel
+    return project(vector_camera(camera_params), point) - pixel
 
 
 def build_slot_map(num_cameras: int, options: BundleAdjustOptions) -> np.ndarray:
@@ -258,19 +262,20 @@ def cameras_to_vectors(rig: Camera) -> np.ndarray:
 
 
 def vectors_to_rig(vectors: np.ndarray, image_sizes: Sequence) -> Camera:
-    from jaxpose.geometry.camera import make_camera, stack_cameras
-
-    cams = []
-    for v, size in zip(vectors, image_sizes, strict=True):
-        cams.append(
-            make_camera(
-                rotation=v[0:3],
-                translation=v[3:6],
-                focal=v[6:8],
-                principal_point=v[8:10],
-                skew=v[10],
-                distortion=v[11:16],
-                image_size=size,
-            )
+    """(cam, 16) parameters and (cam, 2) image sizes -> a rig of float64 NumPy cameras."""
+    vectors = np.asarray(vectors, np.float64)
+    sizes = np.asarray(image_sizes, np.float64)
+    if vectors.ndim != 2 or vectors.shape[1] != len(SLOTS) or sizes.shape != (len(vectors), 2):
+        raise ValueError(
+            f"need (cam, {len(SLOTS)}) parameters and (cam, 2) image sizes, got "
+            f"{vectors.shape} and {sizes.shape}"
         )
-    return stack_cameras(cams)
+    return Camera(
+        rotation=vectors[:, 0:3].copy(),
+        translation=vectors[:, 3:6].copy(),
+        focal=vectors[:, 6:8].copy(),
+        principal_point=vectors[:, 8:10].copy(),
+        skew=vectors[:, 10].copy(),
+        distortion=vectors[:, 11:16].copy(),
+        image_size=sizes,
+    )

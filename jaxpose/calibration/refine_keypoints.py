@@ -18,9 +18,10 @@ from jaxpose.calibration.bundle_adjust import (
     BundleAdjustOptions,
     build_slot_map,
     cameras_to_vectors,
+    vector_camera,
     vectors_to_rig,
 )
-from jaxpose.geometry.camera import Camera, project
+from jaxpose.geometry.camera import project
 from jaxpose.io.calibration import Calibration
 from jaxpose.optim.least_squares import solve_schur_lm
 from jaxpose.triangulation.api import Triangulator
@@ -28,18 +29,7 @@ from jaxpose.triangulation.api import Triangulator
 
 def point_residual(camera_params, point, pixel):
     """Reprojection residual (2,) of one keypoint view."""
-    import jax.numpy as jnp
-
-    cam = Camera(
-        rotation=camera_params[0:3],
-        translation=camera_params[3:6],
-        focal=camera_params[6:8],
-        principal_point=camera_params[8:10],
-        skew=camera_params[10],
-        distortion=camera_params[11:16],
-        image_size=jnp.zeros(2, camera_params.dtype),
-    )
-    return project(cam, point) - pixel
+    return project(vector_camera(camera_params), point) - pixel
 
 
 @dataclasses.dataclass(frozen=True)

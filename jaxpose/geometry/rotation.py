@@ -24,6 +24,18 @@ def _hat(v: Array) -> Array:
     )
 
 
+def _rodrigues_coefficients(rotvec: Array) -> tuple[Array, Array]:
+    """a = sin(t)/t and b = (1 - cos(t))/t^2 for t = |rotvec|, with Taylor series near t = 0
+    (the double `where` keeps gradients finite at exactly zero)."""
+    theta2 = jnp.sum(rotvec**2, axis=-1)
+    small = theta2 < 1e-8
+    safe_theta2 = jnp.where(small, 1.0, theta2)
+    safe_theta = jnp.sqrt(safe_theta2)
+    a = jnp.where(small, 1.0 - theta2 / 6.0, jnp.sin(safe_theta) / safe_theta)
+    b = jnp.where(small, 0.5 - theta2 / 24.0, (1.0 - jnp.cos(safe_theta)) / safe_theta2)
+    return a, b
+
+
 def rotation_matrix(rotvec: Array) -> Array:
     """Axis-angle vector (*, 3) -> rotation matrix (*, 3, 3), as `cv2.Rodrigues`.
 
@@ -32,12 +44,7 @@ def rotation_matrix(rotvec: Array) -> Array:
     rotvec = jnp.asarray(rotvec)
     if rotvec.shape[-1] != 3:
         raise ValueError(f"rotation vectors must have a last axis of 3, got shape {rotvec.shape}")
-    theta2 = jnp.sum(rotvec**2, axis=-1)
-    small = theta2 < 1e-8
-    safe_theta2 = jnp.where(small, 1.0, theta2)
-    safe_theta = jnp.sqrt(safe_theta2)
-    a = jnp.where(small, 1.0 - theta2 / 6.0, jnp.sin(safe_theta) / safe_theta)
-    b = jnp.where(small, 0.5 - theta2 / 24.0, (1.0 - jnp.cos(safe_theta)) / safe_theta2)
+    a, b = _rodrigues_coefficients(rotvec)
     k = _hat(rotvec)
     eye = jnp.eye(3, dtype=rotvec.dtype)
     return eye + a[..., None, None] * k + b[..., None, None] * (k @ k)
@@ -45,12 +52,7 @@ def rotation_matrix(rotvec: Array) -> Array:
 
 def rotate(rotvec: Array, points: Array) -> Array:
     """Rotate points (*, 3) by the axis-angle vector rotvec (3,) (Rodrigues' formula, no matrix)."""
-    theta2 = jnp.sum(rotvec**2, axis=-1)
-    small = theta2 < 1e-8
-    safe_theta2 = jnp.where(small, 1.0, theta2)
-    safe_theta = jnp.sqrt(safe_theta2)
-    a = jnp.where(small, 1.0 - theta2 / 6.0, jnp.sin(safe_theta) / safe_theta)
-    b = jnp.where(small, 0.5 - theta2 / 24.0, (1.0 - jnp.cos(safe_theta)) / safe_theta2)
+    a, b = _rodrigues_coefficients(rotvec)
     cross1 = jnp.cross(rotvec, points)
     cross2 = jnp.cross(rotvec, cross1)
     return points + a * cross1 + b * cross2
