@@ -397,3 +397,20 @@ def test_real_charuco_photos_single_camera():
     assert np.all(np.abs(cam[6:10] - stored) < 3 * se[6:10])
     assert rms < 0.25
     assert any("only 4 frames" in w for w in res.report.warnings)
+
+
+def test_collinear_view_does_not_break_initialisation(rig3):
+    """A view whose corners all lie in one board column (the board's edge in view) is
+    degenerate for calibrateCamera and PnP; it must be skipped, not poison the start."""
+    cal, uv, sizes = rig3
+    uv = uv.copy()
+    cols = BOARD.pattern_size[0]
+    column = np.zeros(BOARD.num_corners, bool)
+    column[::cols] = True  # corners 0, 9, 18, ...: one column
+    for f in range(0, uv.shape[0], 3):  # many such views in camera 0
+        keep = uv[f, 0].copy()
+        uv[f, 0] = np.nan
+        uv[f, 0, column] = keep[column]
+    res = calibrate(BOARD, uv, sizes, cal.names)
+    err = relative_errors(cal.rig, res.adjustment.cameras)
+    assert err["focal_rel"] < 0.005 and err["centre_mm"] < 3.0

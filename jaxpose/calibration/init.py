@@ -59,10 +59,24 @@ def _matrix_to_rt(m: np.ndarray) -> np.ndarray:
     return np.concatenate([cv2.Rodrigues(m[:3, :3])[0].ravel(), m[:3, 3]])
 
 
-def _frames_with_corners(corners_cam: np.ndarray, min_corners: int) -> np.ndarray:
-    """Frames (indices) of one camera with at least `min_corners` detected corners."""
-    found = np.all(np.isfinite(corners_cam), -1).sum(-1)
-    return np.nonzero(found >= min_corners)[0]
+def _spread(board_xy: np.ndarray) -> float:
+    """How far board points are from lying on one line: the smaller singular value of their
+    centred coordinates over the larger (0 for a single row or column of corners)."""
+    centred = board_xy - board_xy.mean(0)
+    sv = np.linalg.svd(centred, compute_uv=False)
+    return float(sv[-1] / sv[0]) if sv[0] > 0 else 0.0
+
+
+def _frames_with_corners(
+    corners_cam: np.ndarray, min_corners: int, object_points: np.ndarray | None = None
+) -> np.ndarray:
+    """Frames (indices) of one camera with at least `min_corners` detected corners that do not
+    all lie on one line of the board (such a view makes calibrateCamera and PnP degenerate)."""
+    found = np.all(np.isfinite(corners_cam), -1)
+    frames = np.nonzero(found.sum(-1) >= min_corners)[0]
+    if object_points is None:
+        return frames
+    return np.array([f for f in frames if _spread(object_points[found[f], :2]) > 0.05], dtype=int)
 
 
 def init_intrinsics(
@@ -86,7 +100,7 @@ def init_intrinsics(
         max_views: at most this many views, evenly spread over the recording.
         fix_k3: keep k3 = 0 at this stage (bundle adjustment may free it).
     """
-    frames = _frames_with_corners(corners_cam, min_corners)
+    frames = _frames_with_corners(corners_cam, min_corners, object_points)
     if len(frames) < 3:
         raise CalibrationInputError(
             f"camera {camera!r}: the board was detected with >= {min_corners} corners in only "
@@ -129,7 +143,7 @@ def board_poses_in_camera(
 ) -> np.ndarray:
     """(frame, 6) board -> camera pose per frame by PnP; NaN where too few corners or a bad fit."""
     out = np.full((corners_cam.shape[0], 6), np.nan)
-    for f in _frames_with_corners(corners_cam, min_corners):
+    for f in _frames_with_corners(corners_cam, min_corners, object_points):
         ok = np.all(np.isfinite(corners_cam[f]), -1)
         obj = object_points[ok].astype(np.float64)
         img = corners_cam[f][ok].astype(np.float64)
