@@ -105,12 +105,25 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(logger).setLevel(logging.WARNING)
         status["code"] = run(cfg) or 0
 
+    import logging
+
     saved = sys.argv
+    # Hydra configures the root logger for the job; restore it afterwards so that an in-process
+    # call (a notebook, a test) does not leave handlers bound to streams that later close.
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     sys.argv = [f"jaxpose {command}", *rest]
     try:
         app()
     finally:
         sys.argv = saved
+        for handler in root.handlers[:]:
+            if handler not in saved_handlers:
+                root.removeHandler(handler)
+        for handler in saved_handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(saved_level)
     return int(status["code"])
 
 
