@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,6 +76,9 @@ class BundleAdjustOptions:
     tolerance: float = 1e-12
 
     def __post_init__(self):
+        # configs give lists; keep the documented (hashable) tuples
+        object.__setattr__(self, "fix", tuple(self.fix))
+        object.__setattr__(self, "fix_intrinsics", tuple(self.fix_intrinsics))
         unknown = [s for s in self.fix if s not in SLOT]
         if unknown:
             raise ValueError(f"unknown parameters to fix {unknown}; choose from {list(SLOTS)}")
@@ -279,3 +283,20 @@ def vectors_to_rig(vectors: np.ndarray, image_sizes: Sequence) -> Camera:
         distortion=vectors[:, 11:16].copy(),
         image_size=sizes,
     )
+
+
+def camera_centres(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(cam, 16) parameters -> camera centres (cam, 3) in the world and rotations (cam, 3, 3)."""
+    rot = np.stack([cv2.Rodrigues(np.asarray(v[:3], np.float64))[0] for v in vectors])
+    return -np.einsum("cji,cj->ci", rot, vectors[:, 3:6]), rot
+
+
+def transform_world(vectors: np.ndarray, r: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Cameras (cam, 16) re-expressed in a new world frame X_new = r X_old + t."""
+    out = np.array(vectors, np.float64)
+    for c in range(len(out)):
+        rc = cv2.Rodrigues(out[c, :3])[0]
+        # x_cam = Rc X_old + tc = Rc r^T (X_new - t) + tc
+        out[c, :3] = cv2.Rodrigues(rc @ r.T)[0].ravel()
+        out[c, 3:6] = out[c, 3:6] - rc @ r.T @ t
+    return out

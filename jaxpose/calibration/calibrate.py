@@ -15,6 +15,7 @@ from jaxpose.calibration.bundle_adjust import (
     BundleAdjustOptions,
     BundleAdjustResult,
     bundle_adjust,
+    transform_world,
     vectors_to_rig,
 )
 from jaxpose.calibration.init import CalibrationInputError, initialise
@@ -147,21 +148,6 @@ def make_report(
     )
 
 
-def to_board_frame(cameras: np.ndarray, board_pose: np.ndarray) -> np.ndarray:
-    """Re-express cameras (cam, 16) in the frame of a board pose (board -> world, (6,)):
-    the board's origin and axes become the world's (board on the floor: z is its normal)."""
-    r_wb = cv2.Rodrigues(board_pose[:3])[0]
-    t_wb = board_pose[3:]
-    out = cameras.copy()
-    for c in range(cameras.shape[0]):
-        r = cv2.Rodrigues(cameras[c, :3])[0]
-        t = cameras[c, 3:6]
-        # x_cam = R x_w + t, x_w = R_wb x_b + t_wb  =>  x_cam = (R R_wb) x_b + (R t_wb + t)
-        out[c, :3] = cv2.Rodrigues(r @ r_wb)[0].ravel()
-        out[c, 3:6] = r @ t_wb + t
-    return out
-
-
 def calibrate(
     board,
     corners: np.ndarray,
@@ -286,7 +272,9 @@ def calibrate(
                 f"world frame: board frame {frame} was not seen well enough to define the world; "
                 "pick a frame where the board lies flat in view of at least one camera."
             )
-        cams = to_board_frame(cams, ba.board_poses[frame])
+        # the board's frame becomes the world: X_board = R_wb^T (X_world - t_wb)
+        r_wb = cv2.Rodrigues(ba.board_poses[frame, :3])[0]
+        cams = transform_world(cams, r_wb.T, -r_wb.T @ ba.board_poses[frame, 3:])
     report = make_report(names, corners, image_sizes, ba)
     rig = vectors_to_rig(cams, image_sizes)
     se = ba.standard_errors

@@ -10,7 +10,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from jaxpose.calibration.bundle_adjust import cameras_to_vectors, vectors_to_rig
+from jaxpose.calibration.bundle_adjust import (
+    camera_centres,
+    cameras_to_vectors,
+    transform_world,
+    vectors_to_rig,
+)
 from jaxpose.io.calibration import Calibration
 
 
@@ -23,28 +28,12 @@ def rigid_align(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return r, md - r @ ms
 
 
-def _centres(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    rot = np.stack([cv2.Rodrigues(v[:3])[0] for v in vectors])
-    return -np.einsum("cji,cj->ci", rot, vectors[:, 3:6]), rot
-
-
-def transform_world(vectors: np.ndarray, r: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Cameras (cam, 16) re-expressed in a new world frame X_new = r X_old + t."""
-    out = vectors.copy()
-    for c in range(len(vectors)):
-        rc = cv2.Rodrigues(vectors[c, :3])[0]
-        # x_cam = Rc X_old + tc = Rc r^T (X_new - t) + tc
-        out[c, :3] = cv2.Rodrigues(rc @ r.T)[0].ravel()
-        out[c, 3:6] = vectors[c, 3:6] - rc @ r.T @ t
-    return out
-
-
 def align_to(estimate: Calibration, truth: Calibration) -> Calibration:
     """The estimate moved into the truth's world frame (matching cameras by name)."""
     truth = truth.subset(estimate.names)
     est = cameras_to_vectors(estimate.rig)
     tru = cameras_to_vectors(truth.rig)
-    r, t = rigid_align(_centres(est)[0], _centres(tru)[0])
+    r, t = rigid_align(camera_centres(est)[0], camera_centres(tru)[0])
     rig = vectors_to_rig(transform_world(est, r, t), np.asarray(estimate.rig.image_size))
     meta = dict(estimate.metadata)
     meta["world"] = "aligned to the ground truth by the rigid transform of camera centres"
@@ -58,8 +47,8 @@ def calibration_errors(estimate: Calibration, truth: Calibration) -> dict[str, f
     truth = truth.subset(estimate.names)
     est = cameras_to_vectors(aligned.rig)
     tru = cameras_to_vectors(truth.rig)
-    ce, re = _centres(est)
-    ct, rt = _centres(tru)
+    ce, re = camera_centres(est)
+    ct, rt = camera_centres(tru)
     angles = [
         np.degrees(np.linalg.norm(cv2.Rodrigues(re[i] @ rt[i].T)[0])) for i in range(len(est))
     ]

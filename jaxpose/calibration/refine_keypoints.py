@@ -17,6 +17,7 @@ from jaxpose.calibration.bundle_adjust import (
     SLOT,
     BundleAdjustOptions,
     build_slot_map,
+    camera_centres,
     cameras_to_vectors,
     vector_camera,
     vectors_to_rig,
@@ -40,13 +41,6 @@ class KeypointRefinement:
     error_before_px: float
     error_after_px: float
     scale_correction: float
-
-
-def _centres(vectors: np.ndarray) -> np.ndarray:
-    import cv2
-
-    rot = np.stack([cv2.Rodrigues(v[:3])[0] for v in vectors])
-    return -np.einsum("cji,cj->ci", rot, vectors[:, 3:6]), rot
 
 
 def refine_with_keypoints(
@@ -126,8 +120,8 @@ def refine_with_keypoints(
     before = np.linalg.norm(_reproject(start, pts[f_idx, k_idx][block], cam) - pixels, axis=-1)
     refined = res.shared.copy()
     # restore the board's metric scale about the reference camera
-    c0, _ = _centres(start)
-    c1, rot1 = _centres(refined)
+    c0, _ = camera_centres(start)
+    c1, rot1 = camera_centres(refined)
     d0 = np.linalg.norm(c0 - c0[reference], axis=-1).sum()
     d1 = np.linalg.norm(c1 - c1[reference], axis=-1).sum()
     scale = d0 / d1 if d1 > 0 else 1.0

@@ -50,7 +50,6 @@ def run_calibrate(cfg: DictConfig) -> dict:
                 k = np.array([[fx, float(cam.skew), cx], [0, fy, cy], [0, 0, 1.0]])
                 known[n] = (k, np.asarray(cam.distortion))
     options = instantiate(cfg.bundle_adjust, _convert_="all")
-    options = type(options)(**{**options.__dict__, "fix": tuple(options.fix)})
     world = cfg.world if str(cfg.world) == "camera" else int(cfg.world)
 
     bar = None

@@ -147,7 +147,6 @@ def run_demo(
     progress: bool = True,
 ) -> dict:
     """Run the demo on a synthetic study; returns the metrics dict (also written as JSON)."""
-    import dataclasses
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -316,11 +315,6 @@ MPJPE {_f(result["main"]["mpjpe_mm"])} mm, median {_f(result["main"]["median_mm"
 """
 
 
-def _options(options):
-    """Hydra gives lists; the options dataclass documents tuples."""
-    return dataclasses.replace(options, fix=tuple(options.fix))
-
-
 def main(cfg: DictConfig) -> int:
     from hydra.utils import instantiate
 
@@ -333,7 +327,7 @@ def main(cfg: DictConfig) -> int:
         compare_methods=list(cfg.compare_methods),
         pck_thresholds_mm=list(cfg.pck_thresholds_mm),
         calibrate=bool(cfg.calibration.enabled),
-        bundle_adjust=_options(instantiate(cfg.calibration.bundle_adjust, _convert_="all")),
+        bundle_adjust=instantiate(cfg.calibration.bundle_adjust, _convert_="all"),
         render=dict(cfg.calibration.render),
         progress=bool(cfg.progress),
     )

@@ -11,7 +11,7 @@ import numpy as np
 from jax import Array
 
 from jaxpose.geometry.camera import Camera
-from jaxpose.triangulation.core import Triangulation, triangulate_dlt, triangulate_point
+from jaxpose.triangulation.core import Triangulation, triangulate_point
 
 METHODS = ("dlt", "robust", "refine", "robust_refine")
 
@@ -45,16 +45,9 @@ def method_options(method: str) -> dict:
 
 @functools.partial(jax.jit, static_argnames=("method", "options"))
 def _triangulate_flat(rig, points_2d, confidence, method, options):
-    opts = dict(options)
-    if method == "dlt":
-        points = jax.vmap(
-            lambda p, c: triangulate_dlt(rig, p, c, min_confidence=opts.get("min_confidence", 0.0))
-        )(points_2d, confidence)
-        single = functools.partial(triangulate_point, robust=False, refine=False, **opts)
-        # quality measures for DLT come from the same code path with no refinement
-        out = jax.vmap(lambda p, c: single(rig, p, c))(points_2d, confidence)
-        return Triangulation(points, out.error, out.ncams, out.used, out.covariance)
-    single = functools.partial(triangulate_point, **method_options(method), **opts)
+    # "dlt" is triangulate_point without robust selection or refinement: the same weighted DLT,
+    # with its error, cameras used and covariance.
+    single = functools.partial(triangulate_point, **method_options(method), **dict(options))
     return jax.vmap(lambda p, c: single(rig, p, c))(points_2d, confidence)
 
 
@@ -105,41 +98,51 @@ def triangulate_frames(
     *,
     method: str = "robust_refine",
     chunk_size: int | None = None,
+    progress: bool = False,
     **options,
 ) -> Triangulation:
     """Triangulate (frame, cam, kpt, 2) arrays into (frame, kpt, ...) results.
 
     Args:
         chunk_size: frames per call, to bound memory on long recordings (None: all at once).
+            The last chunk is padded so that every call has one shape (one compilation).
+        progress: show a progress bar over the chunks.
         Other arguments as `triangulate`.
     """
-    points_2d = jnp.asarray(points_2d)
+    points_2d = np.asarray(points_2d)
     if points_2d.ndim != 4 or points_2d.shape[-1] != 2:
         raise ValueError(f"points_2d must have shape (frame, cam, kpt, 2), got {points_2d.shape}")
     if confidence is None:
-        confidence = jnp.all(jnp.isfinite(points_2d), -1).astype(points_2d.dtype)
-    confidence = jnp.asarray(confidence, points_2d.dtype)
+        confidence = np.all(np.isfinite(points_2d), -1).astype(points_2d.dtype)
+    confidence = np.asarray(confidence, points_2d.dtype)
     if confidence.shape != points_2d.shape[:-1]:
         raise ValueError(
             f"confidence must have shape (frame, cam, kpt) = {points_2d.shape[:-1]}, "
             f"got {confidence.shape}"
         )
-    p = jnp.moveaxis(points_2d, 1, 2)  # (frame, kpt, cam, 2)
-    c = jnp.moveaxis(confidence, 1, 2)
+    p = np.moveaxis(points_2d, 1, 2)  # (frame, kpt, cam, 2)
+    c = np.moveaxis(confidence, 1, 2)
     num_frames = p.shape[0]
+    if num_frames == 0:
+        raise ValueError("no frames to triangulate")
     if chunk_size is None or chunk_size >= num_frames:
         return triangulate(rig, p, c, method=method, **options)
+    starts = range(0, num_frames, chunk_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=f"triangulate ({method})", unit="chunk")
     parts = []
-    for start in range(0, num_frames, chunk_size):
+    for start in starts:
         stop = min(start + chunk_size, num_frames)
         pp, cc = p[start:stop], c[start:stop]
         pad = chunk_size - (stop - start)
-        if pad:  # pad the last chunk so every call has one shape (one compilation)
-            pp = jnp.concatenate([pp, jnp.full((pad, *pp.shape[1:]), jnp.nan, pp.dtype)])
-            cc = jnp.concatenate([cc, jnp.zeros((pad, *cc.shape[1:]), cc.dtype)])
+        if pad:
+            pp = np.concatenate([pp, np.full((pad, *pp.shape[1:]), np.nan, pp.dtype)])
+            cc = np.concatenate([cc, np.zeros((pad, *cc.shape[1:]), cc.dtype)])
         out = triangulate(rig, pp, cc, method=method, **options)
         parts.append(jax.tree_util.tree_map(lambda a, n=stop - start: np.asarray(a[:n]), out))
-    return jax.tree_util.tree_map(lambda *a: jnp.asarray(np.concatenate(a)), *parts)
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,36 +196,13 @@ class Triangulator:
         progress: bool = False,
     ) -> Triangulation:
         """(frame, cam, kpt, 2) pixels and (frame, cam, kpt) confidence -> (frame, kpt) results."""
-        points_2d = np.asarray(points_2d)
-        if points_2d.ndim != 4 or points_2d.shape[-1] != 2:
-            raise ValueError(
-                f"points_2d must have shape (frame, cam, kpt, 2), got {points_2d.shape}"
-            )
-        num_frames = points_2d.shape[0]
-        if confidence is None:
-            confidence = np.all(np.isfinite(points_2d), -1).astype(points_2d.dtype)
-        confidence = np.asarray(confidence, points_2d.dtype)
-        starts = range(0, num_frames, self.chunk_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc=f"triangulate ({self.method})", unit="chunk")
-        parts = []
-        for start in starts:
-            stop = min(start + self.chunk_size, num_frames)
-            pp, cc = points_2d[start:stop], confidence[start:stop]
-            pad = self.chunk_size - (stop - start)
-            if pad and num_frames > self.chunk_size:  # one shape, one compilation
-                pp = np.concatenate([pp, np.full((pad, *pp.shape[1:]), np.nan, pp.dtype)])
-                cc = np.concatenate([cc, np.zeros((pad, *cc.shape[1:]), cc.dtype)])
-            out = triangulate(
-                rig,
-                np.moveaxis(pp, 1, 2),
-                np.moveaxis(cc, 1, 2),
-                method=self.method,
-                **self.options(),
-            )
-            parts.append(jax.tree_util.tree_map(lambda a, n=stop - start: np.asarray(a[:n]), out))
-        if not parts:
-            raise ValueError("no frames to triangulate")
-        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
+        out = triangulate_frames(
+            rig,
+            points_2d,
+            confidence,
+            method=self.method,
+            chunk_size=self.chunk_size,
+            progress=progress,
+            **self.options(),
+        )
+        return jax.tree_util.tree_map(np.asarray, out)
