@@ -1,0 +1,148 @@
+"""3D terms of the multi-view loss: triangulate the network's 2D keypoints, reproject, compare.
+
+For one batch of synchronised frames every camera's network output is decoded by soft-argmax
+into keypoints in that camera's pixels (differentiable). Those keypoints are triangulated
+through the calibrated rig with the confidence-weighted DLT (also differentiable) and the 3D
+point is projected back into every view. Two penalties follow:
+
+* **label**: reprojection against the human labels, in every view that has one. A label in
+  camera A teaches camera B through the shared 3D point.
+* **consistency**: reprojection against the other views' own predictions, so that synchronised
+  frames without any label still teach the network (each view is pulled toward the point the
+  other views agree on).
+
+Both are robust (Huber in px) and confidence-weighted; a view whose confidence is below
+`min_confidence` or whose prediction is NaN takes no part. The cameras can be trained too: the
+rig is an argument like any other, and `camera_prior` pulls its parameters toward the board
+calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from jaxpose.geometry.camera import Camera, project_rig
+from jaxpose.triangulation.api import triangulate
+
+__all__ = ["MultiViewLossConfig", "multiview_losses", "camera_prior"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiViewLossConfig:
+    """Weights and scales of the 3D loss terms (a weight of 0 skips the term's work).
+
+    Attributes:
+        label_weight: reprojected triangulation against labels.
+        consistency_weight: reprojected triangulation against the views' own predictions.
+        huber_px: robust loss scale in pixels (quadratic below, linear above).
+        min_confidence: views below this confidence are left out of the triangulation.
+        stop_gradient_confidence: treat confidences as constants in the 3D terms, so a network
+            cannot lower the loss by lowering its confidence everywhere.
+    """
+
+    label_weight: float = 1.0
+    consistency_weight: float = 1.0
+    huber_px: float = 4.0
+    min_confidence: float = 0.05
+    stop_gradient_confidence: bool = True
+
+
+def _huber(distance: Array, scale: float) -> Array:
+    """Huber penalty of a distance (>= 0), in px: d^2/2 below `scale`, linear above."""
+    return jnp.where(distance <= scale, 0.5 * distance**2, scale * (distance - 0.5 * scale))
+
+
+def _distance(a: Array, b: Array) -> Array:
+    """Euclidean distance over the last axis, with a finite gradient at zero."""
+    return jnp.sqrt(jnp.sum((a - b) ** 2, -1) + 1e-12)
+
+
+def multiview_losses(
+    rig: Camera,
+    keypoints: Array,
+    confidence: Array,
+    labels: Array,
+    *,
+    config: MultiViewLossConfig = MultiViewLossConfig(),
+) -> dict[str, Array]:
+    """The 3D terms for a batch of synchronised frames.
+
+    Args:
+        rig: cameras with a leading `cam` axis (may be a traced, trainable pytree).
+        keypoints: (frame, cam, kpt, 2) predicted keypoints in each camera's pixels.
+        confidence: (frame, cam, kpt) confidences in [0, 1].
+        labels: (frame, cam, kpt, 2) labels in pixels, NaN where a view is not labelled.
+        config: weights and scales.
+
+    Returns:
+        A dict with "label" and "consistency" (scalar means over the contributing views, 0 when
+        none contribute or the weight is 0), "points" (frame, kpt, 3) and "ncams" (frame, kpt).
+    """
+    if keypoints.ndim != 4 or keypoints.shape[-1] != 2:
+        raise ValueError(f"keypoints must be (frame, cam, kpt, 2), got {keypoints.shape}")
+    if confidence.shape != keypoints.shape[:-1] or labels.shape != keypoints.shape:
+        raise ValueError(
+            f"confidence {confidence.shape} and labels {labels.shape} must match keypoints "
+            f"{keypoints.shape} (without / with the coordinate axis)"
+        )
+    weight = jax.lax.stop_gradient(confidence) if config.stop_gradient_confidence else confidence
+    valid = jnp.all(jnp.isfinite(keypoints), -1) & (weight > config.min_confidence)
+    weight = jnp.where(valid, weight, 0.0)
+    # (frame, cam, kpt, ...) -> (frame, kpt, cam, ...) as triangulate wants the cam axis last.
+    views = jnp.where(valid[..., None], keypoints, 0.0).swapaxes(1, 2)
+    result = triangulate(
+        rig, views, weight.swapaxes(1, 2), method="dlt", min_confidence=config.min_confidence
+    )
+    have_point = result.ncams >= 2  # (frame, kpt)
+    points = jnp.where(have_point[..., None], result.points, 0.0)
+    reprojected = jnp.moveaxis(project_rig(rig, points), 0, 1)  # (frame, cam, kpt, 2)
+    reprojected_ok = jnp.all(jnp.isfinite(reprojected), -1) & have_point[:, None, :]
+    reprojected = jnp.where(reprojected_ok[..., None], reprojected, 0.0)
+
+    zero = jnp.zeros((), keypoints.dtype)
+    losses = {"label": zero, "consistency": zero}
+    if config.label_weight:
+        labelled = jnp.all(jnp.isfinite(labels), -1) & reprojected_ok
+        target = jnp.where(labelled[..., None], labels, 0.0)
+        penalty = _huber(_distance(reprojected, target), config.huber_px)
+        count = jnp.sum(labelled)
+        losses["label"] = jnp.sum(jnp.where(labelled, penalty, 0.0)) / jnp.maximum(count, 1)
+    if config.consistency_weight:
+        agree = valid & reprojected_ok
+        penalty = _huber(
+            _distance(reprojected, jnp.where(agree[..., None], keypoints, 0.0)), config.huber_px
+        )
+        total = jnp.sum(jnp.where(agree, weight, 0.0))
+        losses["consistency"] = jnp.sum(jnp.where(agree, weight * penalty, 0.0)) / jnp.maximum(
+            total, 1e-6
+        )
+    losses["points"] = jnp.where(have_point[..., None], result.points, jnp.nan)
+    losses["ncams"] = result.ncams
+    return losses
+
+
+def camera_prior(rig: Camera, reference: Camera, *, sigma: dict[str, float]) -> Array:
+    """Gaussian prior pulling trainable cameras toward a reference calibration.
+
+    Args:
+        rig: the trainable cameras.
+        reference: the board calibration they start from (same structure).
+        sigma: standard deviation per Camera field, e.g. {"rotation": 0.01 (rad),
+            "translation": 5.0 (mm), "focal": 10.0 (px), "principal_point": 5.0 (px),
+            "distortion": 0.02}; a scalar or an array that broadcasts against the field. A field
+            left out is unconstrained.
+
+    Returns:
+        0.5 * sum(((rig - reference) / sigma)^2) over the named fields.
+    """
+    total = jnp.zeros(())
+    for name, s in sigma.items():
+        if not hasattr(rig, name):
+            raise KeyError(f"camera_prior: Camera has no field {name!r}")
+        d = (jnp.asarray(getattr(rig, name)) - jnp.asarray(getattr(reference, name))) / s
+        total = total + 0.5 * jnp.sum(d**2)
+    return total
