@@ -1,0 +1,61 @@
+"""Labelled 2D data: DeepLabCut projects on disk, augmentation, and training batches."""
+
+from jaxpose.data.augment import (
+    AugmentConfig,
+    Augmented,
+    Augmenter,
+    apply_affine,
+    box_affine,
+    crop_box,
+    frame_to_input,
+    invert_affine,
+    letterbox_affine,
+    warp_image,
+)
+from jaxpose.data.loader import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Batches,
+    denormalize_images,
+    epoch_order,
+    iterate_batches,
+    normalize_images,
+    sample_rng,
+)
+from jaxpose.data.project import (
+    DatasetError,
+    LabelledFrames,
+    image_size,
+    infer_flip_pairs,
+    load_dlc_project,
+    read_image,
+    split_indices,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "Augmented",
+    "Augmenter",
+    "apply_affine",
+    "box_affine",
+    "crop_box",
+    "frame_to_input",
+    "invert_affine",
+    "letterbox_affine",
+    "warp_image",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Batches",
+    "denormalize_images",
+    "epoch_order",
+    "iterate_batches",
+    "normalize_images",
+    "sample_rng",
+    "DatasetError",
+    "LabelledFrames",
+    "image_size",
+    "infer_flip_pairs",
+    "load_dlc_project",
+    "read_image",
+    "split_indices",
+]
