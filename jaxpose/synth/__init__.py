@@ -73,3 +73,36 @@ __all__ += [
     "write_board_images",
     "write_board_videos",
 ]
+
+# The mouse rendered through the rig, with exact ground truth (jaxpose.synth.animal).
+from jaxpose.synth.animal import (  # noqa: E402
+    AnimalStyle,
+    ArenaView,
+    MouseBody,
+    RenderedStudy,
+    animal_coverage,
+    arena_view,
+    keypoint_visibility,
+    light_at,
+    mouse_body,
+    render_animal,
+    render_montage,
+    render_study_videos,
+    write_labelled_frames,
+)
+
+__all__ += [
+    "AnimalStyle",
+    "ArenaView",
+    "MouseBody",
+    "RenderedStudy",
+    "animal_coverage",
+    "arena_view",
+    "keypoint_visibility",
+    "light_at",
+    "mouse_body",
+    "render_animal",
+    "render_montage",
+    "render_study_videos",
+    "write_labelled_frames",
+]

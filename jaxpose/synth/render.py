@@ -228,7 +228,7 @@ def scale_camera(camera: Camera, scale: float) -> Camera:
         translation=cam.translation,
         focal=cam.focal * scale,
         principal_point=(cam.principal_point + 0.5) * scale - 0.5,
-        skew=cam.skew * scale,
+        skew=np.asarray(cam.skew * scale),  # an array, not a NumPy scalar (float64 rigs)
         distortion=cam.distortion,
         image_size=np.maximum(np.round(cam.image_size * scale), 1.0),
         model=cam.model,
