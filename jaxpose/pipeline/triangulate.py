@@ -7,6 +7,7 @@ non-alphanumeric characters), so `session_back.h5` matches `back` but not `backL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,7 +19,7 @@ import numpy as np
 from jaxpose.io.atomic import atomic_write_text
 from jaxpose.io.calibration import Calibration, load_calibration
 from jaxpose.io.dlc import Keypoints2D, read_dlc
-from jaxpose.io.pose3d import Pose3D, write_pose3d_csv, write_pose3d_h5
+from jaxpose.io.pose3d import Pose3D, write_pose3d
 from jaxpose.triangulation.api import Triangulation, Triangulator
 
 PREDICTION_SUFFIXES = (".h5", ".csv")
@@ -163,38 +164,46 @@ def summary_table(names: Sequence[str], rows: Sequence[Sequence], header: Sequen
     return "\n".join(out)
 
 
-def write_results(
-    out: Path,
+def view_scores(confidence: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Anipose's per-point score: the lowest confidence among the views used (0 if none).
+
+    Args:
+        confidence: (frame, cam, kpt) 2D likelihoods.
+        used: (frame, kpt, cam) views the triangulation kept.
+    """
+    conf = np.moveaxis(np.asarray(confidence, np.float64), 1, -1)  # (frame, kpt, cam)
+    used = np.asarray(used, bool)
+    lowest = np.min(np.where(used, np.nan_to_num(conf), np.inf), axis=-1)
+    return np.where(np.any(used, -1), lowest, 0.0)
+
+
+def triangulation_pose(
     result: Triangulation,
     bodyparts: Sequence[str],
     *,
+    score: np.ndarray | None = None,
     frame_numbers: np.ndarray | None = None,
-    stem: str = "pose3d",
-) -> dict[str, Path]:
-    """Write the pose-3d CSV (Anipose layout) and h5 (with covariances) atomically."""
-    out.mkdir(parents=True, exist_ok=True)
-    points = np.asarray(result.points, np.float64)
+) -> Pose3D:
+    """A `Pose3D` of a triangulation (score: `view_scores`, or 1 where triangulated)."""
     ncams = np.asarray(result.ncams)
-    pose = Pose3D(
-        points=points,
+    return Pose3D(
+        points=np.asarray(result.points, np.float64),
         error=np.asarray(result.error, np.float64),
         ncams=ncams,
-        score=np.where(ncams > 0, 1.0, 0.0),
+        score=np.where(ncams > 0, 1.0, 0.0) if score is None else score,
         bodyparts=tuple(bodyparts),
         frame_numbers=frame_numbers,
         covariance=np.asarray(result.covariance, np.float64),
     )
-    csv = write_pose3d_csv(
-        out / f"{stem}.csv",
-        points,
-        bodyparts=list(bodyparts),
-        error=pose.error,
-        ncams=ncams,
-        score=pose.score,
-        frame_numbers=frame_numbers,
-    )
-    h5 = write_pose3d_h5(out / f"{stem}.h5", pose)
-    return {"csv": csv, "h5": h5}
+
+
+def write_results(out: Path, pose: Pose3D, *, stem: str = "pose3d") -> dict[str, Path]:
+    """Write the pose-3d CSV (Anipose layout) and h5 (with covariances) atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    return {
+        "csv": write_pose3d(out / f"{stem}.csv", dataclasses.replace(pose, covariance=None)),
+        "h5": write_pose3d(out / f"{stem}.h5", pose),
+    }
 
 
 def run_triangulate(
@@ -205,6 +214,7 @@ def run_triangulate(
     triangulator: Triangulator | None = None,
     bodyparts: Sequence[str] | None = None,
     refine_calibration: Mapping | None = None,
+    postprocess=None,
     progress: bool = True,
 ) -> dict:
     """The whole `jaxpose triangulate` command; returns a summary dict (also written as JSON).
@@ -215,6 +225,9 @@ def run_triangulate(
             refine_intrinsics, ...): the calibration is first refined by bundle adjustment on
             confident keypoints (keeping the board's scale), written as
             `calibration_refined.toml`, and used for triangulation.
+        postprocess: a `jaxpose.pipeline.pose3d.PostprocessOptions`: spatiotemporal
+            refinement, filters, kinematics, Zarr, plots and overlay videos after triangulation.
+            The triangulation is then kept as `pose3d_raw.*` and `pose3d.*` is the final result.
     """
     triangulator = triangulator or Triangulator()
     cal = load_calibration(calibration)
@@ -238,7 +251,18 @@ def run_triangulate(
         progress=progress,
     )
     out = Path(out)
-    paths = write_results(out, result, bodyparts)
+    pose = triangulation_pose(result, bodyparts, score=view_scores(conf, result.used))
+    post = None
+    if postprocess is None:
+        paths = write_results(out, pose)
+    else:
+        from jaxpose.pipeline.pose3d import postprocess_3d
+
+        raw = {}
+        if postprocess.spatiotemporal is not None or postprocess.filters:
+            raw = write_results(out, pose, stem="pose3d_raw")  # kept: the unmodified result
+        post = postprocess_3d(out, cal, xy, conf, pose, options=postprocess, progress=progress)
+        paths = {**{f"raw_{k}": v for k, v in raw.items()}, **post.pop("outputs")}
     errors = per_camera_errors(cal, result, xy)
     ncams = np.asarray(result.ncams)
     summary = {
@@ -258,8 +282,10 @@ def run_triangulate(
             }
             for i, c in enumerate(cal.names)
         },
-        "outputs": {k: str(v) for k, v in paths.items()},
+        "outputs": {k: (str(v) if isinstance(v, (str, Path)) else v) for k, v in paths.items()},
     }
+    if post is not None:
+        summary["postprocess"] = post
     if refinement is not None:
         summary["calibration_refinement"] = {
             "points": refinement.points_used,

@@ -15,6 +15,29 @@ def _predictions(value):
     return value
 
 
+def postprocess_options(cfg: DictConfig):
+    """The steps after triangulation, from the command's config."""
+    from jaxpose.pipeline.pose3d import PostprocessOptions
+
+    def plain(value):
+        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+    kinematics = None
+    if cfg.kinematics.enabled:
+        kinematics = {k: plain(v) for k, v in cfg.kinematics.items() if k != "enabled"}
+    return PostprocessOptions(
+        fps=float(cfg.fps),
+        skeleton=tuple(tuple(pair) for pair in plain(cfg.skeleton)),
+        spatiotemporal=plain(cfg.spatiotemporal.options) if cfg.spatiotemporal.enabled else None,
+        filters=tuple(plain(cfg.filters)),
+        kinematics=kinematics,
+        zarr=bool(cfg.zarr),
+        plots=bool(cfg.plots),
+        videos=_predictions(cfg.videos),
+        overlay_frames=cfg.overlay_frames,
+    )
+
+
 def main(cfg: DictConfig) -> int:
     from hydra.utils import instantiate
 
@@ -43,9 +66,10 @@ def main(cfg: DictConfig) -> int:
                 if cfg.refine_calibration.enabled
                 else None
             ),
+            postprocess=postprocess_options(cfg),
             progress=bool(cfg.progress),
         )
-    except (InputError, CalibrationError, KeypointFileError) as e:
+    except (InputError, CalibrationError, KeypointFileError, ValueError) as e:
         print(f"jaxpose triangulate: {e}", file=sys.stderr)
         return 1
     print(format_summary(summary))
