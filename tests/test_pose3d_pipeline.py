@@ -61,6 +61,7 @@ def test_filters_kinematics_zarr_plots_and_overlays(study_files, tmp_path):
         calibration,
         predictions,
         out,
+        "spatiotemporal.enabled=true",
         "filters=[{kind: savgol, window: 5, polyorder: 2}, {kind: fill, max_gap: 5}]",
         "kinematics.enabled=true",
         f"kinematics.angles=[[{names[0]},{names[1]},{names[2]}]]",
@@ -70,11 +71,11 @@ def test_filters_kinematics_zarr_plots_and_overlays(study_files, tmp_path):
     )
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["postprocess"]["steps"] == ["filters", "kinematics"]
+    assert summary["postprocess"]["steps"] == ["spatiotemporal", "filters", "kinematics"]
     raw, final = read_pose3d(out / "pose3d_raw.csv"), read_pose3d(out / "pose3d.csv")
     truth = study.points_3d
     err = lambda p: np.nanmean(np.linalg.norm(p.points - truth, axis=-1))  # noqa: E731
-    assert err(final) < err(raw)  # smoothing removes part of the 2D noise
+    assert err(final) < err(raw)  # refinement + smoothing remove part of the noise
     arrays, attrs = read_zarr(out / "pose3d.zarr")
     np.testing.assert_allclose(arrays["points"], final.points, rtol=1e-6, equal_nan=True)
     assert attrs["bodyparts"] == list(names)
