@@ -34,6 +34,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Triangulate per-camera DeepLabCut predictions with an Anipose calibration.toml",
         "jaxpose.pipeline.triangulate_cli:main",
     ),
+    "train": (
+        "Train a 2D pose network (heatmaps) on a labelled DeepLabCut project",
+        "jaxpose.pipeline.train_cli:main",
+    ),
+    "evaluate": (
+        "Evaluate trained runs on their labelled frames (whole frames), or compare runs",
+        "jaxpose.pipeline.evaluate_cli:main",
+    ),
+    "analyze": (
+        "Predict keypoints in videos with a trained run (DeepLabCut h5/csv, resumable)",
+        "jaxpose.pipeline.analyze_cli:main",
+    ),
 }
 
 

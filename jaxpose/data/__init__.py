@@ -1,6 +1,7 @@
 """Labelled 2D data: DeepLabCut projects on disk, augmentation, and training batches."""
 
 from jaxpose.data.augment import (
+    CROP_MODES,
     AugmentConfig,
     Augmented,
     Augmenter,
@@ -10,6 +11,8 @@ from jaxpose.data.augment import (
     frame_to_input,
     invert_affine,
     letterbox_affine,
+    padded_size,
+    scaled_frame_affine,
     warp_image,
 )
 from jaxpose.data.loader import (
@@ -33,6 +36,7 @@ from jaxpose.data.project import (
 )
 
 __all__ = [
+    "CROP_MODES",
     "AugmentConfig",
     "Augmented",
     "Augmenter",
@@ -42,6 +46,8 @@ __all__ = [
     "frame_to_input",
     "invert_affine",
     "letterbox_affine",
+    "padded_size",
+    "scaled_frame_affine",
     "warp_image",
     "IMAGENET_MEAN",
     "IMAGENET_STD",

@@ -8,6 +8,17 @@ labels cannot drift apart and the map can be inverted to bring predictions back 
 Pixel convention (OpenCV's): integer coordinates are pixel centres, pixel i covers
 [i - 0.5, i + 0.5]. A box of side s centred at c therefore maps onto an S-pixel output by
 x' = (x - c) * S / s + (S - 1) / 2, so that the box edges land on the output's outer edges.
+
+Crop modes (`AugmentConfig.crop_mode`) and the scale the network sees:
+
+- ``"keypoints"``: a square around the labelled points, resized to S. The animal's size in the
+  input depends on its pose (a curled-up mouse fills the input as a stretched one does), which
+  no whole-frame analysis can reproduce without labels.
+- ``"letterbox"``: the whole frame fitted into S; the scale is S / max(width, height).
+- ``"fixed_scale"``: an S x S window of the frame resampled by ``scale_factor`` (output px per
+  original px), placed around the labelled animal (jittered in training). The animal has the same
+  size in px as in a whole frame resized by ``scale_factor``, which is what video analysis feeds
+  the fully convolutional network (`frame_to_input(image, scale_factor=...)`).
 """
 
 from __future__ import annotations
@@ -192,24 +203,91 @@ def warp_image(
     )
 
 
-def frame_to_input(image: np.ndarray, input_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prepare a whole frame without labels (video analysis) for the network: letterboxed.
+def scaled_frame_affine(
+    image_size: Sequence[int], scale_factor: float
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The map of a whole frame resized by `scale_factor` (as `cv2.resize` does it).
+
+    The resized frame is round(width * s) x round(height * s) px; the exact per-axis scale is
+    that size over the original's, and pixel centres map as x' = (x + 0.5) * s_x - 0.5.
+
+    Args:
+        image_size: (width, height) of the frame.
+        scale_factor: output px per original px, > 0.
+
+    Returns:
+        (affine (2, 3) original px -> resized px, (resized width, resized height)).
+    """
+    if not scale_factor > 0:
+        raise ValueError(f"scale_factor must be positive, got {scale_factor}")
+    width, height = (int(v) for v in image_size)
+    new_w = max(1, round(width * scale_factor))
+    new_h = max(1, round(height * scale_factor))
+    sx, sy = new_w / width, new_h / height
+    affine = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+    return affine, (new_w, new_h)
+
+
+def padded_size(size: Sequence[int], multiple: int) -> tuple[int, int]:
+    """(width, height) rounded up to a multiple of `multiple` (the network's deepest stride)."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    return tuple(-(-int(v) // multiple) * multiple for v in size)
+
+
+def frame_to_input(
+    image: np.ndarray,
+    input_size: int | None = None,
+    *,
+    scale_factor: float | None = None,
+    multiple: int = 32,
+    antialias: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prepare a whole frame without labels (video analysis) for the network.
+
+    Two ways, exactly one of `input_size` / `scale_factor`:
+
+    - `input_size` S: letterboxed into an (S, S) input (the longer side fills it).
+    - `scale_factor` s: the whole frame resized by s, then padded with black at the right and
+      bottom to a multiple of `multiple`, for a fully convolutional network that trained on
+      `crop_mode="fixed_scale"` windows at the same s: the animal has the same size in px.
 
     Args:
         image: (H, W, 3) or (H, W) uint8.
-        input_size: S.
+        input_size: S (letterbox).
+        scale_factor: output px per original px (whole frame).
+        multiple: the padded size is a multiple of this (the backbone's deepest stride).
+        antialias: area-average when shrinking by more than 1.5x, as `warp_image` (training).
 
     Returns:
-        (image (S, S, 3) uint8, affine (2, 3) original px -> input px). Map predictions back
-        with `apply_affine(invert_affine(affine), keypoints)`.
+        (image (S, S, 3) or (H', W', 3) uint8, affine (2, 3) original px -> input px). Map
+        predictions back with `apply_affine(invert_affine(affine), keypoints)`.
     """
+    if (input_size is None) == (scale_factor is None):
+        raise ValueError("frame_to_input needs exactly one of input_size or scale_factor")
     image = _as_rgb(image)
-    affine = letterbox_affine((image.shape[1], image.shape[0]), input_size)
-    return warp_image(image, affine, input_size), affine
+    if input_size is not None:
+        affine = letterbox_affine((image.shape[1], image.shape[0]), input_size)
+        return warp_image(image, affine, input_size, antialias=antialias), affine
+    affine, (new_w, new_h) = scaled_frame_affine((image.shape[1], image.shape[0]), scale_factor)
+    if (new_w, new_h) != (image.shape[1], image.shape[0]):
+        # The same filter choice as warp_image, so training windows and whole frames match.
+        shrink = antialias and scale_factor < 1 / 1.5
+        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        image = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    pad_w, pad_h = padded_size((new_w, new_h), multiple)
+    if (pad_w, pad_h) != (new_w, new_h):
+        image = cv2.copyMakeBorder(
+            image, 0, pad_h - new_h, 0, pad_w - new_w, cv2.BORDER_CONSTANT, value=(0, 0, 0)
+        )
+    return np.ascontiguousarray(image), affine
 
 
 # ---------------------------------------------------------------------------------------------
 # The augmenter
+
+
+CROP_MODES = ("keypoints", "fixed_scale", "letterbox")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +296,18 @@ class AugmentConfig:
 
     Geometry (training only, except the crop):
         input_size: side S of the square network input, px.
-        crop: crop a square around the labelled animal (else the whole frame, letterboxed).
+        crop: crop around the labelled animal (else the whole frame, letterboxed). Kept for
+            configurations written before `crop_mode`: True means "keypoints", False
+            "letterbox". A given `crop_mode` wins, and `crop` is set to match it.
+        crop_mode: "keypoints" (a square around the labelled points, resized to S: the scale
+            depends on the pose), "letterbox" (the whole frame fitted into S) or "fixed_scale"
+            (an S x S window of the frame resampled by `scale_factor`, placed around the
+            labelled animal: the scale video analysis of whole frames reproduces). Default
+            (None): from `crop`.
+        scale_factor: fixed_scale only: output px per original px.
+        crop_jitter: fixed_scale only: in training the window's centre moves off the animal's
+            by up to this fraction of the window side (each axis), so the animal is not always
+            centred; frames without labels get a random window anywhere in the frame.
         crop_margin: added on each side of the labelled points' box, fraction of its long side.
         crop_min_size: smallest crop side, fraction of the frame's longer side.
         rotation: maximum rotation, degrees (uniform in +-rotation).
@@ -240,6 +329,9 @@ class AugmentConfig:
 
     input_size: int = 256
     crop: bool = True
+    crop_mode: str | None = None
+    scale_factor: float = 1.0
+    crop_jitter: float = 0.25
     crop_margin: float = 0.25
     crop_min_size: float = 0.1
     rotation: float = 25.0
@@ -267,6 +359,22 @@ class AugmentConfig:
             )
         if int(self.input_size) < 1:
             raise ValueError(f"AugmentConfig.input_size must be positive, got {self.input_size}")
+        mode = self.crop_mode
+        if mode is None:
+            mode = "keypoints" if self.crop else "letterbox"
+        if mode not in CROP_MODES:
+            raise ValueError(
+                f"AugmentConfig.crop_mode must be one of {', '.join(CROP_MODES)}, got {mode!r}"
+            )
+        # crop_mode, when given, wins over the older flag, which then follows it (so that a
+        # configuration with crop: false can switch to fixed_scale by naming only crop_mode).
+        object.__setattr__(self, "crop_mode", mode)
+        object.__setattr__(self, "crop", mode != "letterbox")
+        if not float(self.scale_factor) > 0:
+            raise ValueError(
+                f"AugmentConfig.scale_factor must be positive (output px per original px), "
+                f"got {self.scale_factor}"
+            )
         probabilities = ("flip", "blur_prob", "noise_prob", "cutout_prob")
         for name in probabilities:
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -274,7 +382,7 @@ class AugmentConfig:
                     f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}"
                 )
         non_negative = (
-            "crop_margin", "crop_min_size", "rotation", "translate", "brightness", "contrast",
+            "crop_jitter", "crop_margin", "crop_min_size", "rotation", "translate", "brightness", "contrast",
             "blur_sigma", "noise_std", "cutout_size", "cutout_count",
         )  # fmt: skip
         for name in non_negative:
@@ -324,14 +432,62 @@ class Augmenter:
         return int(self.config.input_size)
 
     def base_affine(self, keypoints: np.ndarray, image_size: Sequence[int]) -> np.ndarray:
-        """(2, 3) deterministic map of eval mode: the crop around the labels, or the letterbox."""
+        """(2, 3) deterministic map of eval mode: the crop around the labels, the fixed-scale
+        window centred on them, or the letterbox."""
+        return self.crop_affine(keypoints, image_size)
+
+    def crop_affine(
+        self,
+        keypoints: np.ndarray,
+        image_size: Sequence[int],
+        rng: np.random.Generator | None = None,
+    ) -> np.ndarray:
+        """(2, 3) map original px -> output px of the crop, before the random geometry.
+
+        Args:
+            keypoints: (K, 2) original px, NaN = unlabelled.
+            image_size: (width, height) of the frame.
+            rng: fixed_scale mode draws the window's jitter (or, without labels, its position)
+                from it; None gives the deterministic eval-mode window. The other modes never
+                draw from it.
+        """
         cfg = self.config
-        if cfg.crop:
+        if cfg.crop_mode == "keypoints":
             center, side = crop_box(
                 keypoints, image_size, margin=cfg.crop_margin, min_size=cfg.crop_min_size
             )
             return box_affine(center, side, self.input_size)
-        return letterbox_affine(image_size, self.input_size)
+        if cfg.crop_mode == "letterbox":
+            return letterbox_affine(image_size, self.input_size)
+        return self._fixed_scale_affine(keypoints, image_size, rng)
+
+    def _fixed_scale_affine(
+        self, keypoints: np.ndarray, image_size: Sequence[int], rng: np.random.Generator | None
+    ) -> np.ndarray:
+        """The S x S window of the frame resized by `scale_factor`, around the animal.
+
+        The window is a pixel-aligned part of `frame_to_input(image, scale_factor=s)`'s resized
+        frame (its offset is rounded to whole output px), so that with no random geometry a
+        training window holds exactly the pixels whole-frame analysis sees there.
+        """
+        cfg, size = self.config, self.input_size
+        width, height = image_size
+        s = float(cfg.scale_factor)
+        labelled = np.asarray(keypoints, dtype=np.float64)
+        labelled = labelled[np.isfinite(labelled).all(axis=-1)]
+        window = size / s  # side of the window in original px
+        if len(labelled):
+            center = (labelled.min(axis=0) + labelled.max(axis=0)) / 2.0
+            if rng is not None:
+                center = center + rng.uniform(-cfg.crop_jitter, cfg.crop_jitter, size=2) * window
+        elif rng is not None:
+            center = rng.uniform([0.0, 0.0], [max(width - 1, 0), max(height - 1, 0)])
+        else:
+            center = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+        # Whole-frame resize: x_r = s x + (s - 1) / 2; the window starts at an integer x_r.
+        shift = 0.5 * s - 0.5
+        offset = np.round(s * center + shift - (size - 1) / 2.0)
+        return np.array([[s, 0.0, shift - offset[0]], [0.0, s, shift - offset[1]]])
 
     def _random_geometry(self, rng: np.random.Generator) -> tuple[np.ndarray, bool]:
         """(3, 3) rotation/scale/translation/flip about the output centre, and whether flipped."""
@@ -391,8 +547,8 @@ class Augmenter:
             image: (H, W, 3) uint8 RGB (grey (H, W) is accepted).
             keypoints: (K, 2) original px, NaN = unlabelled.
             rng: randomness for training; unused (may be None) when `train` is False.
-            train: random geometry and appearance; eval mode is deterministic (crop or
-                letterbox only).
+            train: random geometry and appearance (and the fixed-scale window's jitter); eval
+                mode is deterministic (the crop, window or letterbox only).
 
         Returns:
             `Augmented(image (S, S, 3) uint8, keypoints (K, 2) float32, affine (2, 3))`.
@@ -406,11 +562,13 @@ class Augmenter:
                 f"flip_pairs index body part {len(self._swap) - 1} but keypoints hold "
                 f"{keypoints.shape[0]}"
             )
-        affine = self.base_affine(keypoints, (image.shape[1], image.shape[0]))
+        if train and rng is None:
+            raise ValueError("Augmenter needs an rng when train=True")
+        affine = self.crop_affine(
+            keypoints, (image.shape[1], image.shape[0]), rng if train else None
+        )
         flipped = False
         if train:
-            if rng is None:
-                raise ValueError("Augmenter needs an rng when train=True")
             geometry, flipped = self._random_geometry(rng)
             affine = (geometry @ _homogeneous(affine))[:2]
         size = self.input_size
