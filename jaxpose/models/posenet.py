@@ -52,7 +52,7 @@ __all__ = [
     "param_count",
 ]
 
-BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet18", "resnet50")
+BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet18", "resnet50", "small_cnn")
 DECODERS = ("argmax", "soft_argmax")
 
 # RGB statistics of ImageNet in [0, 1] units: the data loader normalises with them.
@@ -113,7 +113,8 @@ def build_backbone(
     """A backbone trunk taking ImageNet mean/std normalised images.
 
     Args:
-        name: ``efficientnet_lite0``, ``mobilenet_v2``, ``resnet18`` or ``resnet50``.
+        name: ``efficientnet_lite0``, ``mobilenet_v2``, ``resnet18``, ``resnet50`` or
+            ``small_cnn`` (plain 3x3 convolutions, for fast runs on a CPU).
         pretrained: load the ImageNet weights (only the first two have them, from
             ``weights_dir``, else ``$JAXPOSE_WEIGHTS``, else ``shared/weights``).
         rngs: random streams for initialisation.
@@ -130,6 +131,15 @@ def build_backbone(
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if name == "small_cnn":
+        from jaxpose.models.small import SmallCNN
+
+        if pretrained:
+            raise ValueError(
+                "small_cnn has no pretrained weights (it is a small trunk for fast CPU runs): "
+                "set backbone.pretrained=false"
+            )
+        return SmallCNN(rngs=rngs)
     if name in ("resnet18", "resnet50"):
         if pretrained:
             raise ValueError(
