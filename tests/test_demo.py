@@ -27,6 +27,8 @@ def test_demo_small_study(tmp_path, capsys):
             "synth.outlier_fraction=0.1",
             "synth.noise_px=1.0",
             "compare_methods=[dlt,robust_refine]",
+            "network.enabled=false",
+            "postprocess.enabled=false",
             "progress=false",
         ]
     )
@@ -49,6 +51,43 @@ def test_demo_small_study(tmp_path, capsys):
     assert "robust_refine (true cameras)" in metrics["methods"]
     assert len(list((out / "predictions").glob("*.h5"))) == 4
     assert "MPJPE" in capsys.readouterr().out
+
+
+def test_demo_with_the_network_stage(tmp_path):
+    """The whole study at toy size: render, label, train (a few steps), analyse, triangulate,
+    refine, kinematics, report. The network is barely trained here, so only the plumbing and
+    the outputs are checked; the full run's figures are in the README."""
+    out = tmp_path / "demo"
+    code = main(
+        [
+            "demo",
+            f"out={out}",
+            "synth.num_cameras=3",
+            "synth.num_frames=20",
+            "synth.num_board_frames=30",
+            "network.scale=0.25",
+            "network.labelled_frames=6",
+            "network.train_overrides=['backbone=small_cnn','input_size=96',"
+            "'augment=fixed_scale','augment.scale_factor=1.0','train.steps=4',"
+            "'train.warmup_steps=1','train.batch_size=4','train.checkpoint_every=4',"
+            "'train.tensorboard=false']",
+            "compare_methods=[dlt]",
+            "postprocess.overlay_frames=5",
+            "progress=false",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    net = metrics["network"]
+    assert net["train_summary"]["steps"] == 4 and len(net["labelled_frames"]) == 6
+    assert set(net["errors_2d_heldout"]) == {"cam0", "cam1", "cam2"}
+    assert len(list((out / "network" / "predictions").glob("*.h5"))) == 3
+    assert metrics["postprocess_steps"] == ["spatiotemporal", "kinematics"]
+    for f in ("triangulated/pose3d.csv", "triangulated/pose3d_raw.csv",
+              "triangulated/kinematics.csv", "triangulated/plots/skeleton_3d.png",
+              "triangulated/overlays/cam0.mp4", "report.md"):  # fmt: skip
+        assert (out / f).is_file(), f
+    assert "2D network" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("command", ["demo", "triangulate"])

@@ -191,3 +191,24 @@ def test_bad_config(project, tmp_path):
     with pytest.raises(MultiViewError, match="camera_prior_sigma"):
         train_multiview(_config(project, tmp_path / "x", camera_prior_sigma={"zoom": 1.0}))
     shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
+
+def test_train_command_on_a_multi_camera_project(project, tmp_path, capsys):
+    from jaxpose.cli import main as cli_main
+
+    out = tmp_path / "cli"
+    code = cli_main([
+        "train", f"data={project}", f"out={out}", "backbone=small_cnn", "train.steps=2",
+        "train.warmup_steps=1", "train.progress=false", "multiview.enabled=true",
+        "multiview.options={scale_factor: 0.5, batch_frames: 1, unlabelled_frames_per_batch: 1,"
+        " workers: 0, min_confidence: 0.0}",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert "multi-view" in capsys.readouterr().out
+    assert len(read_metrics(out / "metrics.csv")) == 2
+    code = cli_main([
+        "train", f"data={project}", f"out={tmp_path / 'bad'}", "multiview.enabled=true",
+        "multiview.options={no_such_option: 1}",
+    ])  # fmt: skip
+    assert code == 1
+    assert "no_such_option" in capsys.readouterr().err

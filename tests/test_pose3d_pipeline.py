@@ -62,6 +62,7 @@ def test_filters_kinematics_zarr_plots_and_overlays(study_files, tmp_path):
         predictions,
         out,
         "spatiotemporal.enabled=true",
+        "spatiotemporal.options={temporal_weight: 1.0}",
         "filters=[{kind: savgol, window: 5, polyorder: 2}, {kind: fill, max_gap: 5}]",
         "kinematics.enabled=true",
         f"kinematics.angles=[[{names[0]},{names[1]},{names[2]}]]",

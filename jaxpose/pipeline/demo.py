@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from jaxpose.io.atomic import atomic_path, atomic_write_text
 from jaxpose.io.calibration import save_calibration
@@ -88,25 +88,6 @@ def write_study_inputs(study, out: Path, calibration=None) -> tuple[Path, Path]:
     return calibration, folder
 
 
-def error_metrics(estimate: np.ndarray, truth: np.ndarray, thresholds_mm: Sequence[float]) -> dict:
-    """MPJPE-style statistics of (frame, kpt, 3) estimates against the truth."""
-    err = np.linalg.norm(estimate - truth, axis=-1)
-    found = np.isfinite(err)
-    e = err[found]
-    return {
-        "mpjpe_mm": float(np.mean(e)) if e.size else None,
-        "median_mm": float(np.median(e)) if e.size else None,
-        "p95_mm": float(np.percentile(e, 95)) if e.size else None,
-        "coverage": float(found.mean()),
-        **{
-            f"pck@{t:g}mm": float(np.mean(np.where(found, err, np.inf) <= t)) for t in thresholds_mm
-        },
-        "per_keypoint_mm": [
-            float(np.nanmean(err[:, k])) if found[:, k].any() else None for k in range(err.shape[1])
-        ],
-    }
-
-
 def plot_errors(path: Path, names: Sequence[str], metrics: dict[str, dict]) -> None:
     """Bar chart of mean error per keypoint, one bar group per method."""
     import matplotlib
@@ -119,7 +100,8 @@ def plot_errors(path: Path, names: Sequence[str], metrics: dict[str, dict]) -> N
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(names)), 4.2))
     for i, m in enumerate(methods):
-        vals = [np.nan if v is None else v for v in metrics[m]["per_keypoint_mm"]]
+        per_kpt = metrics[m]["per_keypoint_mm"]
+        vals = [np.nan if per_kpt.get(n) is None else per_kpt[n] for n in names]
         ax.bar(x + (i - (len(methods) - 1) / 2) * width, vals, width, label=m)
     ax.set_xticks(x)
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
@@ -144,12 +126,25 @@ def run_demo(
     calibrate: bool = True,
     bundle_adjust=None,
     render: dict | None = None,
+    network: dict | None = None,
+    postprocess=None,
     progress: bool = True,
 ) -> dict:
-    """Run the demo on a synthetic study; returns the metrics dict (also written as JSON)."""
+    """Run the demo on a synthetic study; returns the metrics dict (also written as JSON).
+
+    Args:
+        network: options of `jaxpose.pipeline.study.train_and_analyze` (render the videos,
+            label frames, train a 2D network, analyse every camera); None: the 2D input is the
+            study's synthetic noisy keypoints instead.
+        postprocess: `PostprocessOptions` for the steps after triangulation (spatiotemporal
+            refinement, filters, kinematics, plots, overlays); None: triangulation only.
+    """
+    from jaxpose.metrics3d import reconstruction_metrics
+    from jaxpose.pipeline.triangulate import load_predictions, resolve_predictions
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     calibration_errors, calibration_table, calibration_warnings = None, None, []
     used = study.calibration
@@ -159,64 +154,96 @@ def run_demo(
         )
         calibration_table = result.report.table(result.adjustment.standard_errors)
         calibration_warnings = list(result.report.warnings)
-    t_calibration = time.perf_counter() - t0
+    seconds["calibration"] = time.perf_counter() - t0
+
+    net = None
+    if network is not None:
+        from jaxpose.pipeline.study import scale_calibration, train_and_analyze
+
+        net = train_and_analyze(study, out / "network", network=network, progress=progress)
+        seconds.update({f"network_{k}": v for k, v in net["seconds"].items()})
+        scale = net["scale"]
+        calibration_path = save_calibration(
+            scale_calibration(used, scale), out / "calibration.toml"
+        )
+        true_calibration = scale_calibration(study.calibration, scale)
+        predictions = Path(net["predictions"])
+        if postprocess is not None:
+            postprocess = dataclasses.replace(
+                postprocess, videos=out / "network" / "render" / "videos"
+            )
+    else:
+        calibration_path, predictions = write_study_inputs(study, out, used)
+        true_calibration = study.calibration
+
     t0 = time.perf_counter()
-    calibration_path, predictions = write_study_inputs(study, out, used)
     summary = run_triangulate(
         calibration_path,
         predictions,
         out / "triangulated",
         triangulator=triangulator,
+        postprocess=postprocess,
         progress=progress,
     )
-    t_main = time.perf_counter() - t0
+    seconds["triangulate_and_postprocess"] = time.perf_counter() - t0
 
+    from jaxpose.io.calibration import load_calibration
     from jaxpose.io.pose3d import read_pose3d_h5
 
-    main_points = read_pose3d_h5(out / "triangulated" / "pose3d.h5").points
     truth = np.asarray(study.points_3d, np.float64)
-    rig32 = used.rig.astype(np.float32)
+    names = list(study.skeleton.names)
+    cal = load_calibration(calibration_path)
+    xy, conf, _ = load_predictions(resolve_predictions(predictions, cal), bodyparts=names)
+    rig32 = cal.rig.astype(np.float32)
     metrics: dict[str, dict] = {}
     timings: dict[str, float] = {}
     for method in compare_methods:
         tri = dataclasses.replace(triangulator, method=method)
-        args = (rig32, study.points_2d.astype(np.float32), study.confidence.astype(np.float32))
+        args = (rig32, xy.astype(np.float32), conf.astype(np.float32))
         tri(*args)  # compile once, time the second call
         t = time.perf_counter()
         res = tri(*args)
         timings[method] = time.perf_counter() - t
-        metrics[method] = error_metrics(
-            np.asarray(res.points, np.float64), truth, pck_thresholds_mm
+        metrics[method] = reconstruction_metrics(
+            np.asarray(res.points, np.float64),
+            truth,
+            bodyparts=names,
+            pck_thresholds_mm=pck_thresholds_mm,
         )
     if calibrate:  # the same method with the true cameras: what the calibration error costs
         res = triangulator(
-            study.calibration.rig.astype(np.float32),
-            study.points_2d.astype(np.float32),
-            study.confidence.astype(np.float32),
+            true_calibration.rig.astype(np.float32), xy.astype(np.float32), conf.astype(np.float32)
         )
-        metrics[f"{triangulator.method} (true cameras)"] = error_metrics(
-            np.asarray(res.points, np.float64), truth, pck_thresholds_mm
+        metrics[f"{triangulator.method} (true cameras)"] = reconstruction_metrics(
+            np.asarray(res.points, np.float64),
+            truth,
+            bodyparts=names,
+            pck_thresholds_mm=pck_thresholds_mm,
         )
-    metrics_main = error_metrics(main_points, truth, pck_thresholds_mm)
+    final = read_pose3d_h5(out / "triangulated" / "pose3d.h5").points
+    metrics_main = reconstruction_metrics(
+        final, truth, bodyparts=names, pck_thresholds_mm=pck_thresholds_mm
+    )
+    steps = summary.get("postprocess", {}).get("steps", [])
+    if steps:
+        metrics[f"{triangulator.method} + " + " + ".join(steps)] = metrics_main
 
-    names = list(study.skeleton.names)
     plot_errors(out / "errors.png", names, metrics)
     result = {
         "study": study.summary(),
         "main_method": triangulator.method,
+        "postprocess_steps": steps,
         "main": metrics_main,
         "methods": metrics,
-        "seconds": {
-            "calibration": t_calibration,
-            "main_pipeline": t_main,
-            **{f"triangulate_{k}": v for k, v in timings.items()},
-        },
+        "seconds": {**seconds, **{f"triangulate_{k}": v for k, v in timings.items()}},
         "calibration_errors": calibration_errors,
         "calibration_table": calibration_table,
         "calibration_warnings": calibration_warnings,
         "triangulate_summary": summary,
     }
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
+    if net is not None:
+        result["network"] = {k: v for k, v in net.items() if k not in ("truth_2d", "visible")}
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, default=str))
     atomic_write_text(out / "report.md", report_markdown(result, names, pck_thresholds_mm))
     return result
 
@@ -234,8 +261,9 @@ def method_table(metrics: dict[str, dict], thresholds: Sequence[float], timings:
                 _f(v["mpjpe_mm"]),
                 _f(v["median_mm"]),
                 _f(v["p95_mm"]),
-                *[f"{100 * v[f'pck@{t:g}mm']:.1f}" for t in thresholds],
-                f"{100 * v['coverage']:.1f}",
+                _f(v["pa_mpjpe_mm"]),
+                *[f"{100 * v['pck'][f'{t:g}mm']:.1f}" for t in thresholds],
+                f"{100 * v['reconstructed']:.1f}",
                 _f(timings.get(f"triangulate_{m}"), 2),
             )
         )
@@ -244,8 +272,9 @@ def method_table(metrics: dict[str, dict], thresholds: Sequence[float], timings:
         "MPJPE mm",
         "median mm",
         "p95 mm",
+        "PA-MPJPE mm",
         *[f"PCK@{t:g}mm %" for t in thresholds],
-        "coverage %",
+        "reconstructed %",
         "seconds",
     )
     return summary_table([r[0] for r in rows], rows, header)
@@ -256,8 +285,8 @@ def report_markdown(result: dict, names: Sequence[str], thresholds: Sequence[flo
     per_kpt = summary_table(
         names,
         [
-            (n, *[_f(result["methods"][m]["per_keypoint_mm"][k]) for m in result["methods"]])
-            for k, n in enumerate(names)
+            (n, *[_f(result["methods"][m]["per_keypoint_mm"].get(n)) for m in result["methods"]])
+            for n in names
         ],
         ("keypoint", *result["methods"]),
     )
@@ -286,11 +315,55 @@ Warnings:
 {warn}
 
 """
+    network = ""
+    if result.get("network"):
+        n = result["network"]
+        ts = n.get("train_summary") or {}
+        errs = n["errors_2d_heldout"]
+        rows = [(c, _f(v["mean_px"]), _f(v["median_px"]), _f(v["p95_px"])) for c, v in errs.items()]
+        table2d = summary_table(list(errs), rows, ("camera", "mean px", "median px", "p95 px"))
+        secs = ", ".join(f"{k} {v:.0f} s" for k, v in n["seconds"].items())
+        test = (ts.get("test") or {}).get("mean_px")
+        network = f"""## 2D network
+
+Every camera's video was rendered at {n["scale"]:g}x the rig's resolution
+(`network/render/videos/`); {len(n["labelled_frames"])} frames were labelled in every camera
+(`network/project/`, a DeepLabCut project) and a {ts.get("backbone", "?")} network was trained
+on them (`network/model/`, {ts.get("steps", "?")} steps, test-frame error {_f(test)} px), then
+every frame of every video was analysed (`network/predictions/`). Time: {secs}.
+
+Error of the predictions against the exact projections, on frames nobody labelled:
+
+```
+{table2d}
+```
+
+"""
+    post = ""
+    outputs = result["triangulate_summary"].get("outputs", {})
+    if result.get("postprocess_steps") is not None:
+        pictures = []
+        if "reprojection_png" in outputs:
+            pictures.append("![reprojection error](triangulated/plots/reprojection.png)")
+        if "skeleton_png" in outputs:
+            pictures.append("![3D skeleton](triangulated/plots/skeleton_3d.png)")
+        overlays = outputs.get("overlays") or {}
+        listing = ", ".join(f"`triangulated/overlays/{Path(v).name}`" for v in overlays.values())
+        steps = " -> ".join(["triangulate", *result["postprocess_steps"]])
+        post = f"""## After triangulation
+
+Steps: {steps}. Final poses: `triangulated/pose3d.csv` (raw triangulation kept as
+`pose3d_raw.csv`){"; kinematics: `triangulated/kinematics.csv`" if "kinematics" in outputs else ""}.
+{("Overlay videos of the reprojected skeleton: " + listing) if listing else ""}
+
+{chr(10).join(pictures)}
+
+"""
     return f"""# jaxpose demo report
 
 {result["study"]}
 
-{cal}## 3D error against ground truth (triangulated with the estimated calibration)
+{cal}{network}## 3D error against ground truth (triangulated with the estimated calibration)
 
 ```
 {table}
@@ -301,7 +374,7 @@ MPJPE {_f(result["main"]["mpjpe_mm"])} mm, median {_f(result["main"]["median_mm"
 
 ![error per keypoint](errors.png)
 
-## Reprojection error per camera (`{result["main_method"]}`)
+{post}## Reprojection error per camera (`{result["main_method"]}`)
 
 ```
 {cam_table}
@@ -313,6 +386,33 @@ MPJPE {_f(result["main"]["mpjpe_mm"])} mm, median {_f(result["main"]["median_mm"
 {per_kpt}
 ```
 """
+
+
+def postprocess_options(cfg: DictConfig, study):
+    """The steps after triangulation from the demo's config (the skeleton is the study's)."""
+    from jaxpose.pipeline.pose3d import PostprocessOptions
+
+    post = cfg.postprocess
+    if not post.enabled:
+        return None
+    names = study.skeleton.names
+
+    def plain(value):
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    kinematics = plain(post.kinematics)
+    return PostprocessOptions(
+        fps=float(study.fps),
+        skeleton=tuple((names[a], names[b]) for a, b in study.skeleton.edges),
+        spatiotemporal=(plain(post.spatiotemporal.options) or {})
+        if post.spatiotemporal.enabled
+        else None,
+        filters=tuple(plain(post.filters)),
+        kinematics=kinematics,
+        zarr=bool(post.zarr),
+        plots=True,
+        overlay_frames=post.overlay_frames,
+    )
 
 
 def main(cfg: DictConfig) -> int:
@@ -329,6 +429,10 @@ def main(cfg: DictConfig) -> int:
         calibrate=bool(cfg.calibration.enabled),
         bundle_adjust=instantiate(cfg.calibration.bundle_adjust, _convert_="all"),
         render=dict(cfg.calibration.render),
+        network=(
+            OmegaConf.to_container(cfg.network, resolve=True) if cfg.network.enabled else None
+        ),
+        postprocess=postprocess_options(cfg, study),
         progress=bool(cfg.progress),
     )
     if result["calibration_errors"]:

@@ -74,8 +74,11 @@ def main(cfg: DictConfig) -> int:
         )
         return 2
     enable_compilation_cache()
+    if cfg.multiview.enabled:
+        return _main_multiview(cfg)
     try:
         mapping = OmegaConf.to_container(cfg, resolve=True)
+        mapping.pop("multiview", None)  # the single-view trainer's options only
         mapping["out"] = _run_dir(cfg)
         result = train(TrainConfig.from_mapping(mapping))
     except (TrainError, CheckpointError, DatasetError, FileNotFoundError) as e:
@@ -83,4 +86,35 @@ def main(cfg: DictConfig) -> int:
         return 1
     if result.summary is not None:
         print(format_summary(result.summary))
+    return 0
+
+
+def _main_multiview(cfg: DictConfig) -> int:
+    """`jaxpose train multiview.enabled=true`: joint 2D+3D training on a multi-camera project."""
+    from jaxpose.train.multiview import MultiViewError, MultiViewTrainConfig, train_multiview
+
+    mapping = OmegaConf.to_container(cfg, resolve=True)
+    train = mapping["train"]
+    options = {
+        "project": str(cfg.data),
+        "out": _run_dir(cfg),
+        "backbone": mapping["backbone"],
+        "head": mapping["head"],
+        "seed": int(cfg.seed),
+        "steps": train["steps"],
+        "lr": train["lr"],
+        "warmup_steps": train["warmup_steps"],
+        "resume": train["resume"],
+        "progress": train["progress"],
+        **(mapping["multiview"]["options"] or {}),
+    }
+    try:
+        result = train_multiview(MultiViewTrainConfig(**options))
+    except (MultiViewError, FileNotFoundError, TypeError) as e:
+        print(f"jaxpose train (multi-view): {e}", file=sys.stderr)
+        return 1
+    print(
+        f"trained {options['backbone']['name']} on {cfg.data} (multi-view) to step "
+        f"{result.step} in {result.wall_time_s:.0f} s; run folder: {result.run_dir}"
+    )
     return 0

@@ -28,7 +28,9 @@ def postprocess_options(cfg: DictConfig):
     return PostprocessOptions(
         fps=float(cfg.fps),
         skeleton=tuple(tuple(pair) for pair in plain(cfg.skeleton)),
-        spatiotemporal=plain(cfg.spatiotemporal.options) if cfg.spatiotemporal.enabled else None,
+        spatiotemporal=(plain(cfg.spatiotemporal.options) or {})
+        if cfg.spatiotemporal.enabled
+        else None,
         filters=tuple(plain(cfg.filters)),
         kinematics=kinematics,
         zarr=bool(cfg.zarr),
