@@ -35,9 +35,24 @@ The hand-labelled frames are NOT temporally contiguous (81 frames sampled across
 they are refined with the limb term only (temporal weight 0). Needs ../shared/data; skipped with a
 note when absent.
 
+Part "sweep" (--sweep-only runs just this part): calibration and reconstruction error over camera
+count (--sweep-cameras, 2 3 4 6) x 2D keypoint noise (--sweep-noise, 0.5 1 2 4 px), with the
+study settings of experiments/reconstruction_sweep.yaml (composed on `demo`: 5 % outliers, 5 %
+occluded, a 10 x 7 ChArUco board). Per cell: calibrate from the study's board corners
+(`calibrate`, no rendering; the corners carry the experiment's board_noise_px, no outliers), move the estimate onto the true world
+frame by the rigid fit of the camera poses (centres and axes: unique for 2 cameras too, unlike
+centres alone), report the worst-camera focal %, rotation and centre errors, triangulate the
+noisy 2D with that ESTIMATED calibration (dlt, robust_refine), refine the robust_refine points
+spatiotemporally, and score MPJPE, PA-MPJPE, PCK-3D at 2/5/10 mm, the worst keypoint and the
+median reprojection error. The training-loss axis (2D only vs joint 2D+3D) is not re-run: the rows
+of benchmarks/results/multiview.json (benchmarks/multiview.py) are appended to the table when the
+file exists. Writes results/reconstruction_sweep.md (one table) and reconstruction_sweep.png
+(MPJPE vs noise) next to --out.
+
 Usage:
     python benchmarks/reconstruction.py                     # everything; writes results/reconstruction.json
     python benchmarks/reconstruction.py --refinement-only   # the refinement timing part only
+    python benchmarks/reconstruction.py --sweep-only        # the sweep only (other parts kept)
     python benchmarks/reconstruction.py --quick             # smoke run (small sizes)
 """
 
@@ -57,6 +72,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -456,12 +472,374 @@ def bench_dannce(args) -> dict | None:
     return dict(noise_px=NOISE_PX, outlier_fraction=OUTLIER_FRACTION, results=rows)
 
 
+# --- part: calibration + reconstruction sweep over cameras x noise ------------------------------
+
+SWEEP_CONFIG = REPO / "experiments" / "reconstruction_sweep.yaml"
+MULTIVIEW = REPO / "benchmarks" / "results" / "multiview.json"
+SWEEP_METHODS = ("dlt", "robust_refine", "spatiotemporal")
+SWEEP_COLUMNS = (
+    "source",
+    "cameras",
+    "noise px",
+    "method",
+    "focal %",
+    "rotation deg",
+    "centre mm",
+    "MPJPE mm",
+    "PA-MPJPE mm",
+    "PCK 2mm",
+    "PCK 5mm",
+    "PCK 10mm",
+    "worst keypoint mm",
+    "median reproj px",
+)
+
+
+def sweep_config():
+    """The `demo` config composed with experiments/reconstruction_sweep.yaml (as the experiment
+    test composes it), so the sweep and `jaxpose demo` read the same study settings."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from jaxpose.cli import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        base = compose(config_name="demo")
+    override = {k: v for k, v in OmegaConf.load(SWEEP_CONFIG).items() if k != "defaults"}
+    return OmegaConf.merge(base, override)
+
+
+def align_poses(estimate, truth):
+    """The estimate moved by the rigid transform that best maps its camera poses onto the true
+    ones: each camera contributes its centre and three points 100 mm along its axes.
+
+    `jaxpose.calibration.evaluate.align_to` uses the centres only, which leaves a rotation about
+    the baseline free when there are two cameras; with the axes the fit is unique for any rig.
+
+    Returns:
+        (the aligned Calibration, dict of worst-camera errors: focal_pct, rotation_deg,
+        centre_mm).
+    """
+    from jaxpose.calibration.bundle_adjust import (
+        camera_centres,
+        cameras_to_vectors,
+        transform_world,
+        vectors_to_rig,
+    )
+    from jaxpose.calibration.evaluate import rigid_align
+    from jaxpose.io.calibration import Calibration
+
+    truth = truth.subset(estimate.names)
+    est, tru = cameras_to_vectors(estimate.rig), cameras_to_vectors(truth.rig)
+
+    def landmarks(vectors: np.ndarray) -> np.ndarray:
+        centres, rotations = camera_centres(vectors)  # rows of R: camera axes in the world
+        return np.concatenate([centres, (centres[:, None] + 100.0 * rotations).reshape(-1, 3)])
+
+    r, t = rigid_align(landmarks(est), landmarks(tru))
+    moved = transform_world(est, r, t)
+    ce, re = camera_centres(moved)
+    ct, rt = camera_centres(tru)
+    angles = [
+        np.degrees(np.linalg.norm(cv2.Rodrigues(a @ b.T)[0])) for a, b in zip(re, rt, strict=True)
+    ]
+    errors = dict(
+        focal_pct=float(100 * np.abs(moved[:, 6:8] / tru[:, 6:8] - 1).max()),
+        rotation_deg=float(max(angles)),
+        centre_mm=float(np.linalg.norm(ce - ct, axis=1).max()),
+    )
+    rig = vectors_to_rig(moved, np.asarray(estimate.rig.image_size))
+    return Calibration(rig, estimate.names, dict(estimate.metadata)), errors
+
+
+def median_reprojection_px(rig: Camera, points_3d: np.ndarray, points_2d: np.ndarray) -> float:
+    """Median distance (px) over every observed view between the observation (outliers
+    included) and the projection of the reconstruction (frame, kpt, 3)."""
+    points_3d = np.asarray(points_3d, np.float64)
+    with jax.enable_x64(True):
+        uv = np.array(project_rig(rig, jnp.asarray(np.nan_to_num(points_3d))), np.float64)
+    uv[:, ~np.isfinite(points_3d).all(-1)] = np.nan
+    d = np.linalg.norm(np.moveaxis(uv, 0, 1) - points_2d, axis=-1)  # (frame, cam, kpt)
+    return float(np.nanmedian(d)) if np.isfinite(d).any() else float("nan")
+
+
+def sweep_cell(cfg, *, cameras: int, noise_px: float, frames: int, board_frames: int) -> list:
+    """Calibrate, triangulate (dlt, robust_refine) and refine one (cameras, noise) cell.
+
+    Returns:
+        One row per method with the calibration errors, reconstruction_metrics and the median
+        reprojection error; a single row with an `error` when the calibration fails.
+    """
+    from hydra.utils import instantiate
+
+    from jaxpose.calibration.calibrate import calibrate
+    from jaxpose.metrics3d import reconstruction_metrics
+
+    study = instantiate(
+        cfg.synth,
+        num_cameras=cameras,
+        noise_px=noise_px,
+        num_frames=frames,
+        num_board_frames=board_frames,
+    )
+    names = list(study.calibration.names)
+    cell = dict(cameras=cameras, noise_px=noise_px, frames=frames, board_frames=board_frames)
+    start = time.perf_counter()
+    try:
+        result = calibrate(
+            study.board,
+            study.board_uv,
+            np.asarray(study.calibration.rig.image_size, np.float64),
+            names,
+            options=instantiate(cfg.calibration.bundle_adjust),
+            seed=study.seed,
+        )
+    except ValueError as err:  # CalibrationInputError: e.g. cameras that never share the board
+        return [dict(cell, method="calibration", error=str(err))]
+    aligned, cal_errors = align_poses(result.calibration, study.calibration)
+    cell.update(calibration=cal_errors, calibration_seconds=time.perf_counter() - start)
+
+    rig = aligned.rig
+    rig32 = rig.astype(jnp.float32)
+    uv32 = study.points_2d.astype(np.float32)
+    conf32 = study.confidence.astype(np.float32)
+    estimates = {}
+    for method in ("dlt", "robust_refine"):
+        estimates[method] = np.asarray(
+            triangulate_frames(rig32, uv32, conf32, method=method, chunk_size=1024).points
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimates["spatiotemporal"] = refine_spatiotemporal(
+            rig, study.points_2d, study.confidence, initial=estimates["robust_refine"],
+            bones=np.asarray(study.skeleton.edges), progress=False,
+        ).points  # fmt: skip
+    rows = []
+    for method, points in estimates.items():
+        metrics = reconstruction_metrics(
+            np.asarray(points, np.float64),
+            study.points_3d,
+            bodyparts=study.skeleton.names,
+            pck_thresholds_mm=tuple(cfg.pck_thresholds_mm),
+        )
+        per_kpt = {k: v for k, v in metrics["per_keypoint_mm"].items() if v is not None}
+        worst = max(per_kpt, key=per_kpt.get) if per_kpt else None
+        rows.append(
+            dict(
+                cell,
+                method=method,
+                metrics=metrics,
+                worst_keypoint=worst,
+                worst_keypoint_mm=per_kpt.get(worst, float("nan")),
+                median_reprojection_px=median_reprojection_px(rig, points, study.points_2d),
+            )
+        )
+    return rows
+
+
+def multiview_rows() -> tuple[list[dict], str]:
+    """The training-loss axis, from benchmarks/multiview.py's results if that file exists."""
+    if not MULTIVIEW.is_file():
+        return [], (
+            f"training-loss axis (2D only vs joint 2D+3D): {MULTIVIEW.relative_to(REPO)} not "
+            "found; run `python benchmarks/multiview.py` to add its rows"
+        )
+    data = json.loads(MULTIVIEW.read_text())
+    command = data.get("command", "python benchmarks/multiview.py")
+    rows = []
+    for name, run in data.get("runs", {}).items():
+        rows.append(
+            dict(
+                source="multiview.py",
+                cameras=len(data.get("study", {}).get("cameras", [])) or None,
+                method=name,
+                calibration=run.get("camera_errors_after"),
+                mpjpe_mm=run.get("mpjpe_mm"),
+                pa_mpjpe_mm=run.get("pa_mpjpe_mm"),
+            )
+        )
+    return rows, (
+        f"rows from multiview.py come from `{command}` ({MULTIVIEW.relative_to(REPO)}): a 2D "
+        "network trained on rendered video (a: 2D loss only, b: joint 2D+3D, c: joint with "
+        "trainable cameras from a perturbed calibration), robust triangulation with the true "
+        "calibration (c: its camera errors after training); not the sweep's synthetic 2D"
+    )
+
+
+def _cell(value, fmt: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, fmt) if isinstance(value, (int, float)) else str(value)
+
+
+def sweep_table(rows: list[dict], extra: list[dict]) -> str:
+    """One markdown table: the sweep's rows, then the multiview.py rows."""
+    lines = ["| " + " | ".join(SWEEP_COLUMNS) + " |", "|" + "---|" * len(SWEEP_COLUMNS)]
+    for r in rows:
+        cal = r.get("calibration") or {}
+        if "error" in r:
+            cells = ["sweep", r["cameras"], _cell(r["noise_px"], "g"), "calibration failed"]
+            cells += ["-"] * (len(SWEEP_COLUMNS) - len(cells))
+        else:
+            m = r["metrics"]
+            cells = [
+                "sweep",
+                r["cameras"],
+                _cell(r["noise_px"], "g"),
+                r["method"],
+                _cell(cal.get("focal_pct")),
+                _cell(cal.get("rotation_deg")),
+                _cell(cal.get("centre_mm")),
+                _cell(m["mpjpe_mm"]),
+                _cell(m["pa_mpjpe_mm"]),
+                *(_cell(m["pck"].get(k), ".3f") for k in ("2mm", "5mm", "10mm")),
+                f"{_cell(r['worst_keypoint_mm'])} ({r['worst_keypoint']})",
+                _cell(r["median_reprojection_px"]),
+            ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    for r in extra:
+        cal = r.get("calibration") or {}
+        cells = [
+            r["source"],
+            _cell(r["cameras"]),
+            "network",
+            r["method"],
+            _cell(cal.get("focal_pct")),
+            _cell(cal.get("rotation_deg")),
+            _cell(cal.get("centre_mm")),
+            _cell(r["mpjpe_mm"]),
+            _cell(r["pa_mpjpe_mm"]),
+        ]
+        cells += ["-"] * (len(SWEEP_COLUMNS) - len(cells))
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_plot(rows: list[dict], path: Path) -> Path:
+    """MPJPE against noise, one line per camera count (colour) and method (line style)."""
+    from jaxpose.viz import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    styles = dict(dlt=":", robust_refine="--", spatiotemporal="-")
+    cameras = sorted({r["cameras"] for r in rows})
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(cameras), 1)))
+    for colour, c in zip(colours, cameras, strict=True):
+        for method, style in styles.items():
+            pts = sorted(
+                (r["noise_px"], r["metrics"]["mpjpe_mm"])
+                for r in rows
+                if r["cameras"] == c and r.get("method") == method and "metrics" in r
+            )
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.plot(x, y, style, marker="o", color=colour, label=f"{c} cams, {method}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("2D noise (px std), 5 % outliers")
+    ax.set_ylabel("MPJPE (mm), estimated calibration")
+    ax.set_title("Reconstruction error vs 2D noise")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def bench_sweep(args) -> dict:
+    """Calibration + reconstruction errors over cameras x noise (see the module docstring)."""
+    from tqdm import tqdm
+
+    cfg = sweep_config()
+    cells = [(c, n) for c in args.sweep_cameras for n in args.sweep_noise]
+    rows = []
+    for cameras, noise in tqdm(cells, desc="sweep cells", disable=not sys.stderr.isatty()):
+        board_frames = cfg.synth.num_board_frames * (2 if cameras == 2 else 1)
+        if args.quick:
+            board_frames = board_frames * 2 // 3
+        new = sweep_cell(
+            cfg, cameras=cameras, noise_px=noise, frames=args.sweep_frames,
+            board_frames=board_frames,
+        )  # fmt: skip
+        for r in new:
+            what = r.get("error") or (
+                f"MPJPE {r['metrics']['mpjpe_mm']:.3f} mm, PCK@5mm "
+                f"{r['metrics']['pck']['5mm']:.3f}, centre err {r['calibration']['centre_mm']:.2f}"
+                " mm"
+            )
+            print(f"{cameras} cams {noise:g} px {r['method']:<15} {what}", flush=True)
+        rows += new
+    extra, note = multiview_rows()
+    table = sweep_table(rows, extra)
+    md = args.out.with_name("reconstruction_sweep.md")
+    png = args.out.with_name("reconstruction_sweep.png")
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    atomic_write_text(
+        md,
+        "# Reconstruction sweep: cameras x 2D noise, estimated calibration\n\n"
+        f"Command: `python benchmarks/{command}` (experiment "
+        f"`{SWEEP_CONFIG.relative_to(REPO)}`). {args.sweep_frames} frames, "
+        f"{cfg.synth.outlier_fraction:.0%} outliers, {cfg.synth.occlusion_fraction:.0%} occluded; "
+        f"calibrated from the study's board corners ({cfg.synth.board_noise_px:g} px noise), errors are worst-camera after a "
+        "rigid alignment of the camera poses; triangulated with the ALIGNED estimated "
+        "calibration; spatiotemporal starts from robust_refine. PCK is the fraction of all "
+        "known keypoints within the threshold.\n\n"
+        f"{table}\n{note}.\n",
+    )
+    print(table)
+    print(note)
+    sweep_plot(rows, png)
+    print(f"wrote {md} and {png}")
+    return dict(
+        config=dict(
+            experiment=str(SWEEP_CONFIG.relative_to(REPO)),
+            cameras=list(args.sweep_cameras),
+            noise_px=list(args.sweep_noise),
+            frames=args.sweep_frames,
+            outlier_fraction=cfg.synth.outlier_fraction,
+            occlusion_fraction=cfg.synth.occlusion_fraction,
+            seed=cfg.synth.seed,
+            pck_thresholds_mm=list(cfg.pck_thresholds_mm),
+        ),
+        columns=list(SWEEP_COLUMNS),
+        results=rows,
+        training_loss=dict(rows=extra, note=note),
+        table=str(md),
+        plot=str(png),
+    )
+
+
+def previous_parts(path: Path, *, skip) -> dict[str, tuple[str, object]]:
+    """{part: (date of that run, its result)} of the parts in an earlier result file at `path`
+    that this run did not redo; empty when there is no readable earlier file."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("benchmark") != "reconstruction":
+        return {}
+    dates = old.get("meta", {}).get("parts_kept_from_previous_run", {})
+    date = old.get("meta", {}).get("date", "unknown")
+    return {
+        k: (dates.get(k, date), old[k])
+        for k in ("refinement", "dannce", "sweep")
+        if k in old and k not in skip
+    }
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refinement-only", action="store_true", help="only the timing part")
+    parser.add_argument("--sweep-only", action="store_true", help="only the cameras x noise sweep")
+    parser.add_argument(
+        "--sweep-cameras", type=int, nargs="+", default=[2, 3, 4, 6], help="sweep camera counts"
+    )
+    parser.add_argument(
+        "--sweep-noise", type=float, nargs="+", default=[0.5, 1.0, 2.0, 4.0], help="sweep px"
+    )
+    parser.add_argument("--sweep-frames", type=int, default=300, help="frames per sweep cell")
     parser.add_argument("--quick", action="store_true", help="smoke run: small sizes")
     parser.add_argument("--frames", type=int, default=1000, help="frames of the synthetic study")
     parser.add_argument(
@@ -481,8 +859,15 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.frames, args.scipy_frames, args.repeats = min(args.frames, 120), 40, 1
-    if args.frames < 4 or args.scipy_frames < 4:
-        parser.error("--frames and --scipy-frames must be at least 4")
+        args.sweep_cameras = args.sweep_cameras[:2]
+        args.sweep_noise = args.sweep_noise[1::2][:2] or args.sweep_noise[:1]
+        args.sweep_frames = min(args.sweep_frames, 60)
+    if args.frames < 4 or args.scipy_frames < 4 or args.sweep_frames < 4:
+        parser.error("--frames, --scipy-frames and --sweep-frames must be at least 4")
+    if args.refinement_only and args.sweep_only:
+        parser.error("--refinement-only and --sweep-only exclude each other")
+    if min(args.sweep_cameras) < 2 or min(args.sweep_noise) < 0:
+        parser.error("--sweep-cameras must be >= 2 and --sweep-noise >= 0")
 
     started = time.perf_counter()
     load_start = os.getloadavg()
@@ -496,18 +881,24 @@ def main(argv: list[str] | None = None) -> dict:
         f"{jax.devices()[0].platform}, float32; SciPy {scipy.__version__}, NumPy "
         f"{np.__version__}; {os.cpu_count()} CPU cores"
     )
-    print(
-        f"synthetic study: 6 cameras, 20 keypoints, {args.frames} frames, {NOISE_PX:g} px noise, "
-        f"{OUTLIER_FRACTION:.0%} outlier views, {OCCLUSION_FRACTION:.0%} occluded"
-    )
+    if not args.sweep_only:
+        print(
+            f"synthetic study: 6 cameras, 20 keypoints, {args.frames} frames, {NOISE_PX:g} px "
+            f"noise, {OUTLIER_FRACTION:.0%} outlier views, {OCCLUSION_FRACTION:.0%} occluded"
+        )
     header = (
         f"{'method':<28} {'frames':>7} {'s/1000 fr':>10} {'MPJPE mm':>9} {'compile s':>9}  note"
     )
-    print(header)
-    parts = dict(refinement=bench_refinement(args))
-    if not args.refinement_only:
+    parts = {}
+    if not args.sweep_only:
+        print(header)
+        parts["refinement"] = bench_refinement(args)
+    if not (args.refinement_only or args.sweep_only):
         print("-" * len(header))
         parts["dannce"] = bench_dannce(args)
+    if not args.refinement_only:
+        print("-" * len(header))
+        parts["sweep"] = bench_sweep(args)
     total = time.perf_counter() - started
     load = os.getloadavg()
     print(f"total {total:.0f} s; load average (1, 5, 15 min) at the end: {load}")
@@ -536,6 +927,11 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         **parts,
     )
+    # A partial run (--sweep-only, --refinement-only) keeps the other parts of an earlier run.
+    kept = previous_parts(args.out, skip=parts.keys())
+    if kept:
+        result["meta"]["parts_kept_from_previous_run"] = {k: v[0] for k, v in kept.items()}
+        result.update({k: v[1] for k, v in kept.items()})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, json.dumps(result, indent=1, default=float))
     print(f"wrote {args.out}")

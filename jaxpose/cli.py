@@ -82,6 +82,11 @@ def _load(target: str) -> Callable:
     return getattr(importlib.import_module(module), func)
 
 
+def _plain_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings of a command are messages for its user: no source file, line or code."""
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -125,9 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     sys.argv = [f"jaxpose {command}", *rest]
+    import warnings
+
+    saved_format = warnings.formatwarning
+    warnings.formatwarning = _plain_warning
     try:
         app()
     finally:
+        warnings.formatwarning = saved_format
         sys.argv = saved
         for handler in root.handlers[:]:
             if handler not in saved_handlers:

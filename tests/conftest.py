@@ -21,7 +21,9 @@ def data_path(*parts: str) -> Path:
     """Path into ../shared/data; skips the test with a clear reason when the data set is absent."""
     path = DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"third-party data not found at {path} (set JAXPOSE_SHARED to the shared/ folder)")
+        pytest.skip(
+            f"third-party data not found at {path} (set JAXPOSE_SHARED to the shared/ folder)"
+        )
     return path
 
 

@@ -58,3 +58,39 @@ def test_triangulation_benchmark_smoke(tmp_path):
         assert (
             math.isfinite(b["undistort_seconds_per_point"]) and b["undistort_seconds_per_point"] > 0
         )
+
+
+def test_reconstruction_sweep_smoke(tmp_path):
+    """The cameras x noise sweep calibrates, triangulates and writes one table and one plot;
+    more cameras and a spatiotemporal refinement must not be worse than a 2-camera DLT."""
+    out = tmp_path / "reconstruction.json"
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "reconstruction.py"),
+        "--quick",
+        "--sweep-only",
+        "--sweep-cameras",
+        "2",
+        "4",
+        "--sweep-noise",
+        "1",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    rows = [r for r in result["sweep"]["results"] if "metrics" in r]
+    assert {(r["cameras"], r["method"]) for r in rows} == {
+        (c, m) for c in (2, 4) for m in ("dlt", "robust_refine", "spatiotemporal")
+    }
+    mpjpe = {(r["cameras"], r["method"]): r["metrics"]["mpjpe_mm"] for r in rows}
+    assert all(math.isfinite(v) and v > 0 for v in mpjpe.values()), mpjpe
+    assert mpjpe[(4, "spatiotemporal")] < mpjpe[(2, "dlt")], mpjpe
+    for r in rows:
+        assert r["calibration"]["centre_mm"] < 5.0, r["calibration"]  # calibrated, not failed
+    table = (tmp_path / "reconstruction_sweep.md").read_text()
+    assert "| sweep | 4 | 1 | spatiotemporal |" in table
+    assert (tmp_path / "reconstruction_sweep.png").stat().st_size > 1000

@@ -404,8 +404,12 @@ def test_jit_equals_eager():
         with jax.enable_x64(dtype == jnp.float64):
             cj = _to_jax(cam, dtype)
             pts, pix = jnp.asarray(world, dtype), jnp.asarray(uv, dtype)
-            # an iterative solve may differ in the last bits once XLA fuses it
+            # An iterative solve may differ in the last bits once XLA fuses it: in the last bit of
+            # the normalised coordinates, which is focal * eps (1e-4 px in float32) whatever the
+            # pixel value, so near the image's left or top edge a purely relative tolerance
+            # asks for more than the arithmetic has.
             rtol = 1e-6 if dtype == jnp.float32 else 1e-13
+            atol = 2.0 * float(np.max(cam.focal)) * float(jnp.finfo(dtype).eps)
             for f, x in ((project, pts), (undistort_points, pix), (backproject, pix)):
                 eager, jitted = f(cj, x), jax.jit(f)(cj, x)
                 for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
@@ -414,7 +418,7 @@ def test_jit_equals_eager():
                         np.asarray(b),
                         np.asarray(a),
                         rtol=rtol,
-                        atol=0,
+                        atol=atol if f is undistort_points else 0,
                         err_msg=f"{f.__name__} {dtype.__name__}",
                     )
 

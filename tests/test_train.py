@@ -594,6 +594,7 @@ def test_cli_help_and_missing_arguments(capsys):
 
 def test_every_config_group_composes_to_a_valid_training_config():
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     from jaxpose.cli import CONF_DIR
     from jaxpose.data import AugmentConfig
@@ -607,7 +608,9 @@ def test_every_config_group_composes_to_a_valid_training_config():
         for group, choices in groups.items():
             for choice in choices:
                 cfg = compose("train", overrides=["data=d", "out=o", f"{group}={choice}"])
-                c = trainer_module.TrainConfig.from_mapping(cfg)
+                mapping = OmegaConf.to_container(cfg, resolve=True)
+                assert mapping.pop("multiview")["enabled"] is False  # as `jaxpose train` does
+                c = trainer_module.TrainConfig.from_mapping(mapping)
                 trainer_module._validate(c)
                 AugmentConfig(**c.augment, input_size=c.input_size)
                 # the loss group follows the head: offsets are trained iff the head has them

@@ -20,6 +20,7 @@ A `Camera` holds one camera; the same type with a leading axis on every field is
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -231,56 +232,87 @@ def camera_to_world(camera: Camera, points: Array) -> Array:
 # --- stage 2: lens distortion on the normalised image plane --------------------------------
 
 
-def _brown_conrady(coeffs: Array, xy: Array) -> Array:
-    k1, k2, p1, p2, k3 = (coeffs[..., i, None] for i in range(5))
-    x, y = xy[..., 0:1], xy[..., 1:2]
-    r2 = x * x + y * y
+def _coefficients(camera: Camera) -> tuple[Array, ...]:
+    """The distortion coefficients as separate arrays of the camera's batch shape."""
+    distortion = jnp.asarray(camera.distortion)
+    return tuple(distortion[..., i] for i in range(distortion.shape[-1]))
+
+
+def _brown_conrady(coeffs, x: Array, y: Array, *, jacobian: bool):
+    k1, k2, p1, p2, k3 = coeffs
+    xx, yy, xy = x * x, y * y, x * y
+    r2 = xx + yy
     radial = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
-    xd = x * radial + 2.0 * p1 * x * y + p2 * (r2 + 2.0 * x * x)
-    yd = y * radial + p1 * (r2 + 2.0 * y * y) + 2.0 * p2 * x * y
-    return jnp.concatenate([xd, yd], -1)
+    xd = x * radial + 2.0 * p1 * xy + p2 * (r2 + 2.0 * xx)
+    yd = y * radial + p1 * (r2 + 2.0 * yy) + 2.0 * p2 * xy
+    if not jacobian:
+        return xd, yd
+    slope = k1 + r2 * (2.0 * k2 + 3.0 * r2 * k3)  # d radial / d r2
+    j_xx = radial + 2.0 * xx * slope + 2.0 * p1 * y + 6.0 * p2 * x
+    j_xy = 2.0 * xy * slope + 2.0 * p1 * x + 2.0 * p2 * y  # symmetric: d xd/dy = d yd/dx
+    j_yy = radial + 2.0 * yy * slope + 6.0 * p1 * y + 2.0 * p2 * x
+    return xd, yd, (j_xx, j_xy, j_xy, j_yy)
 
 
-def _fisheye(coeffs: Array, xy: Array) -> Array:
+def _fisheye(coeffs, x: Array, y: Array, *, jacobian: bool):
     # OpenCV fisheye: theta = atan(r), theta_d = theta (1 + k1 t^2 + k2 t^4 + k3 t^6 + k4 t^8),
     # xd = (theta_d / r) x. theta_d / r -> 1 as r -> 0; the double where keeps gradients finite.
-    k1, k2, k3, k4 = (coeffs[..., i, None] for i in range(4))
-    r2 = jnp.sum(xy * xy, -1, keepdims=True)
+    k1, k2, k3, k4 = coeffs
+    r2 = x * x + y * y
     small = r2 < 1e-16
-    r = jnp.sqrt(jnp.where(small, 1.0, r2))
+    safe_r2 = jnp.where(small, 1.0, r2)
+    r = jnp.sqrt(safe_r2)
     theta = jnp.arctan(r)
     t2 = theta * theta
     theta_d = theta * (1.0 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
     scale = jnp.where(small, 1.0 + (k1 - 1.0 / 3.0) * r2, theta_d / r)
-    return xy * scale
+    if not jacobian:
+        return x * scale, y * scale
+    # d scale / d r2 = (d theta_d / d r - scale) / (2 r2), with d theta / d r = 1 / (1 + r2)
+    dtheta_d = 1.0 + t2 * (3.0 * k1 + t2 * (5.0 * k2 + t2 * (7.0 * k3 + t2 * 9.0 * k4)))
+    slope = (dtheta_d / (1.0 + safe_r2) - scale) / (2.0 * safe_r2)
+    slope = jnp.where(small, k1 - 1.0 / 3.0, slope)
+    j_xy = 2.0 * x * y * slope
+    return (
+        x * scale,
+        y * scale,
+        (scale + 2.0 * x * x * slope, j_xy, j_xy, scale + 2.0 * y * y * slope),
+    )
+
+
+def _distort_components(model: str, coeffs, x: Array, y: Array, *, jacobian: bool = False):
+    """The lens map on separate x / y arrays: (xd, yd), and with `jacobian` also its 2x2
+    Jacobian per point as four arrays (d xd/dx, d xd/dy, d yd/dx, d yd/dy). Written out in closed
+    form on separate arrays: everything is elementwise, so XLA fuses it into one vectorised loop
+    (a (..., 2, 2) Jacobian from autodiff runs as a loop over tiny matrices on a CPU)."""
+    if model == FISHEYE:
+        return _fisheye(coeffs, x, y, jacobian=jacobian)
+    return _brown_conrady(coeffs, x, y, jacobian=jacobian)
 
 
 def distort(camera: Camera, xy: Array) -> Array:
     """Undistorted normalised coordinates (*pts, 2) -> distorted normalised coordinates."""
-    if camera.model == FISHEYE:
-        return _fisheye(camera.distortion, xy)
-    return _brown_conrady(camera.distortion, xy)
+    xy = jnp.asarray(xy)
+    xd, yd = distort_xy(camera, xy[..., 0], xy[..., 1])
+    return jnp.stack([xd, yd], -1)
 
 
-def _distortion_jacobian(camera: Camera, xy: Array) -> tuple[Array, Array]:
-    """Value and per-point 2x2 Jacobian of `distort`; distortion acts pointwise, so two JVPs with
-    constant tangents give every point's Jacobian columns at once."""
-    f = lambda p: distort(camera, p)
-    ex = jnp.zeros_like(xy).at[..., 0].set(1.0)
-    ey = jnp.zeros_like(xy).at[..., 1].set(1.0)
-    value, col_x = jax.jvp(f, (xy,), (ex,))
-    _, col_y = jax.jvp(f, (xy,), (ey,))
-    return value, jnp.stack([col_x, col_y], -1)  # (..., 2 [output], 2 [input])
+def distort_xy(camera: Camera, x: Array, y: Array, *, jacobian: bool = False):
+    """`distort` on separate coordinate arrays: x, y (*pts) -> xd, yd (*pts).
+
+    The camera's batch shape broadcasts against `*pts` (a rig with fields shaped (cam, 1, k)
+    distorts (cam, n) arrays camera by camera). With `jacobian=True` also returns the 2x2
+    Jacobian of the map per point, as four arrays (d xd/dx, d xd/dy, d yd/dx, d yd/dy).
+    """
+    return _distort_components(camera.model, _coefficients(camera), x, y, jacobian=jacobian)
 
 
-def _solve2(jac: Array, rhs: Array) -> Array:
-    a, b, c, d = jac[..., 0, 0], jac[..., 0, 1], jac[..., 1, 0], jac[..., 1, 1]
+def _solve2(jac, rx: Array, ry: Array) -> tuple[Array, Array]:
+    """J^-1 r for per-point 2x2 matrices J given as four arrays (Cramer's rule, elementwise)."""
+    a, b, c, d = jac
     det = a * d - b * c
     det = jnp.where(jnp.abs(det) < 1e-30, 1e-30, det)
-    return (
-        jnp.stack([(d * rhs[..., 0] - b * rhs[..., 1]), (a * rhs[..., 1] - c * rhs[..., 0])], -1)
-        / det[..., None]
-    )
+    return (d * rx - b * ry) / det, (a * ry - c * rx) / det
 
 
 def undistort(camera: Camera, xy_distorted: Array, *, iterations: int = 20) -> Array:
@@ -291,52 +323,112 @@ def undistort(camera: Camera, xy_distorted: Array, *, iterations: int = 20) -> A
     mapping. Points with no preimage (outside the range of a strongly distorting lens) come out
     as NaN. The result is differentiable by the implicit function theorem: the iterations run
     without gradient and one final Newton step carries the exact derivative
-    d(undistort)/d(.) = -J^-1 d(distort)/d(.).
+    d(undistort)/d(.) = -J^-1 d(distort)/d(.). See `undistort_xy`.
     """
     xy_distorted = jnp.asarray(xy_distorted)
-    target = jax.lax.stop_gradient(xy_distorted)
-    cam_ng = jax.lax.stop_gradient(camera)
+    x, y = undistort_xy(camera, xy_distorted[..., 0], xy_distorted[..., 1], iterations=iterations)
+    return jnp.stack([x, y], -1)
 
-    def residual(xy):
-        return distort(cam_ng, xy) - target
 
-    # Newton's convergence floor: a few ulps of the coordinates.
-    floor = 16 * jnp.finfo(target.dtype).eps * jnp.maximum(1.0, jnp.linalg.norm(target, axis=-1))
+def undistort_xy(
+    camera: Camera, x_distorted: Array, y_distorted: Array, *, iterations: int = 20
+) -> tuple[Array, Array]:
+    """`undistort` on separate coordinate arrays: xd, yd (*pts) -> x, y (*pts), NaN where a point
+    has no preimage.
 
-    def step(state):
-        i, xy, _ = state
-        value, jac = _distortion_jacobian(cam_ng, xy)
-        r = value - target
-        r2 = jnp.sum(r * r, -1)
-        delta = _solve2(jac, r)
-        best, best_norm = xy, r2
-        # try full, half, quarter, eighth step; keep the largest that lowers the residual norm
-        for scale in (0.125, 0.25, 0.5, 1.0):
-            cand = xy - scale * delta
-            rc = residual(cand)
-            norm = jnp.sum(rc * rc, -1)
-            ok = jnp.isfinite(norm) & (norm < r2)
-            best = jnp.where(ok[..., None], cand, best)
-            best_norm = jnp.where(ok, norm, best_norm)
-        # keep iterating while some point still improves and is above the floor: typical lenses
-        # converge in 2-4 iterations, strong distortion near the fold takes more
-        active = (best_norm < r2) & (jnp.sqrt(best_norm) > floor)
-        return i + 1, best, jnp.any(active)
+    The camera's batch shape broadcasts against `*pts` as in `distort_xy`. All points iterate
+    together as whole arrays, with closed-form 2x2 Newton steps, until none improves any more:
+    typical lenses take 1-4 iterations, points near the fold of a strong radial map more (at most
+    `iterations` Newton steps, each with up to four step lengths tried).
+    """
+    coeffs = _coefficients(camera)
+    x_distorted, y_distorted = jnp.asarray(x_distorted), jnp.asarray(y_distorted)
+    shape = jnp.broadcast_shapes(x_distorted.shape, y_distorted.shape, *(c.shape for c in coeffs))
+    x_distorted = jnp.broadcast_to(x_distorted, shape)
+    y_distorted = jnp.broadcast_to(y_distorted, shape)
+    return _undistort(camera.model, iterations, coeffs, x_distorted, y_distorted)
 
-    def not_done(state):
-        i, _, active = state
-        return (i < iterations) & active
 
-    _, x0, _ = jax.lax.while_loop(not_done, step, (0, target, jnp.array(True)))
-    x0 = jax.lax.stop_gradient(x0)
-    value, jac = _distortion_jacobian(camera, x0)
-    out = x0 - _solve2(jax.lax.stop_gradient(jac), value - xy_distorted)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _undistort(model: str, iterations: int, coeffs, tx: Array, ty: Array) -> tuple[Array, Array]:
+    """Damped Newton on whole arrays; tx, ty already broadcast to the output shape."""
+    # Newton's convergence floor: a few ulps of the coordinates (squared, as every norm here).
+    scale2 = jnp.maximum(1.0, tx * tx + ty * ty)
+    floor2 = (16 * jnp.finfo(tx.dtype).eps) ** 2 * scale2
+
+    def sq_residual(x, y):
+        xd, yd = _distort_components(model, coeffs, x, y)
+        return (xd - tx) ** 2 + (yd - ty) ** 2
+
+    def newton_step(x, y, step_size):
+        xd, yd, jac = _distort_components(model, coeffs, x, y, jacobian=True)
+        rx, ry = xd - tx, yd - ty
+        r2 = rx * rx + ry * ry
+        dx, dy = _solve2(jac, rx, ry)
+        # Damping: a point whose step does not lower the residual stays where it is and tries
+        # half the step next time (1, 1/2, 1/4, 1/8: the largest of these that lowers the
+        # residual wins, as in a backtracking line search); one that has tried all four is stuck
+        # (e.g. at the fold of a strong radial map, with no preimage). The full step nearly
+        # always succeeds, so every iteration is one pass over the arrays.
+        trying = step_size >= 0.125
+        cand_x, cand_y = x - step_size * dx, y - step_size * dy
+        norm = sq_residual(cand_x, cand_y)
+        ok = trying & jnp.isfinite(norm) & (norm < r2)
+        x, y = jnp.where(ok, cand_x, x), jnp.where(ok, cand_y, y)
+        norm = jnp.where(ok, norm, r2)
+        step_size = jnp.where(ok, 1.0, jnp.where(trying, 0.5 * step_size, step_size))
+        # iterate on while some point above the floor still improves or has steps to try
+        return x, y, step_size, norm, jnp.any((norm > floor2) & (step_size >= 0.125))
+
+    def iterate(x, y):
+        # the state after the first step again (cheaper to redo than to store)
+        _, _, step_size, norm, active = newton_step(tx, ty, jnp.ones_like(tx))
+
+        def step(state):
+            i, x, y, step_size, _, _ = state
+            return i + 1, *newton_step(x, y, step_size)
+
+        def not_done(state):
+            return (state[0] < 4 * iterations) & state[-1]
+
+        state = jax.lax.while_loop(not_done, step, (1, x, y, step_size, norm, active))
+        return state[1], state[2]
+
+    # The first step starts at the distorted point itself. For a typical lens in float32 it is
+    # the only one needed, and the loop for the rest never runs.
+    x, y, _, _, active = newton_step(tx, ty, jnp.ones_like(tx))
+    x, y = jax.lax.cond(active, iterate, lambda x, y: (x, y), x, y)
+    # The floor is absolute (cheap to reach for every point), so one last full Newton step
+    # polishes the result to the precision of the arithmetic, relative to the point itself.
+    xd, yd, jac = _distort_components(model, coeffs, x, y, jacobian=True)
+    rx, ry = xd - tx, yd - ty
+    dx, dy = _solve2(jac, rx, ry)
     # A point outside the range of the distortion map (e.g. an image corner under strong barrel
     # distortion with k1 alone) has no preimage: Newton stalls at the fold. Say so with NaN
     # rather than return a point that does not reproject to the input.
-    final = jnp.linalg.norm(jax.lax.stop_gradient(value) - target, axis=-1)
-    tol = 1e-5 * jnp.maximum(1.0, jnp.linalg.norm(target, axis=-1))  # float32 Newton floor ~1e-7
-    return jnp.where((final <= tol)[..., None], out, jnp.nan)
+    converged = rx * rx + ry * ry <= 1e-10 * scale2  # a residual of 1e-5; float32 floor ~1e-7
+    return jnp.where(converged, x - dx, jnp.nan), jnp.where(converged, y - dy, jnp.nan)
+
+
+@_undistort.defjvp
+def _undistort_jvp(model, iterations, primals, tangents):
+    # Implicit function theorem: distort(coeffs, x) = xd, so J dx = dxd - (d distort/d coeffs) dc
+    # with J the distortion Jacobian at the solution. The iterations themselves are never
+    # differentiated, and the result (computed without any extra step) stays a plain array that
+    # XLA need not recompute inside every consumer.
+    coeffs, tx, ty = primals
+    d_coeffs, d_tx, d_ty = tangents
+    x, y = _undistort(model, iterations, coeffs, tx, ty)
+    converged = jnp.isfinite(x) & jnp.isfinite(y)
+    safe_x, safe_y = jnp.where(converged, x, 0.0), jnp.where(converged, y, 0.0)
+
+    def distort_at_solution(c):
+        return _distort_components(model, c, safe_x, safe_y)
+
+    _, (dx_c, dy_c) = jax.jvp(distort_at_solution, (coeffs,), (d_coeffs,))
+    _, _, jac = _distort_components(model, coeffs, safe_x, safe_y, jacobian=True)
+    dx, dy = _solve2(jac, d_tx - dx_c, d_ty - dy_c)
+    return (x, y), (jnp.where(converged, dx, 0.0), jnp.where(converged, dy, 0.0))
 
 
 # --- stage 3: intrinsics --------------------------------------------------------------------

@@ -54,8 +54,15 @@ def calibrate_from_rendered_board(
         progress=progress,
         **(render or {}),
     )
+    # The rendered board is the only target in view, so a marker id it does not carry is a
+    # false detection in image noise, not a wrong board configuration: drop it quietly.
     dets = detect_cameras(
-        study.board, images, cache_dir=out / "detections", camera_names=names, progress=progress
+        study.board,
+        images,
+        cache_dir=out / "detections",
+        camera_names=names,
+        progress=progress,
+        ignore_unknown_markers=True,
     )
     _, corners = stack_detections(dets, names)
     sizes = np.array([dets[n].image_size for n in names], np.float64)

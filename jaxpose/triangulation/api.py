@@ -11,7 +11,7 @@ import numpy as np
 from jax import Array
 
 from jaxpose.geometry.camera import Camera
-from jaxpose.triangulation.core import Triangulation, triangulate_point
+from jaxpose.triangulation.core import Triangulation, prepare_views, triangulate_views
 
 METHODS = ("dlt", "robust", "refine", "robust_refine")
 
@@ -43,12 +43,47 @@ def method_options(method: str) -> dict:
     return dict(robust="robust" in method, refine="refine" in method)
 
 
+# Points per step of the loop over a large batch. Every stage makes a few passes over (cam, n)
+# arrays; in chunks of this size they stay in the CPU caches from one pass to the next (8 cameras,
+# 1e5 points: about 2x faster than all points at once).
+CHUNK_POINTS = 65_536
+
+
+def _triangulate_chunk(rig, points_2d, confidence, *, method, options):
+    options = dict(options)
+    views = prepare_views(
+        rig,
+        points_2d[..., 0].T,
+        points_2d[..., 1].T,
+        confidence.T,
+        min_confidence=options.pop("min_confidence", 0.0),
+    )
+    return triangulate_views(rig, views, **method_options(method), **options)
+
+
 @functools.partial(jax.jit, static_argnames=("method", "options"))
 def _triangulate_flat(rig, points_2d, confidence, method, options):
-    # "dlt" is triangulate_point without robust selection or refinement: the same weighted DLT,
-    # with its error, cameras used and covariance.
-    single = functools.partial(triangulate_point, **method_options(method), **dict(options))
-    return jax.vmap(lambda p, c: single(rig, p, c))(points_2d, confidence)
+    """(n, cam, 2) views -> `Triangulation` of n points.
+
+    The views of all points are weighed and undistorted together as (cam, n) arrays, and the
+    method's stages run on them as vectorised loops over points (see
+    `jaxpose.triangulation.core.triangulate_views`), in a loop over chunks of at most
+    `CHUNK_POINTS` points (the last one padded with missing views).
+    """
+    chunk = functools.partial(_triangulate_chunk, rig, method=method, options=options)
+    n, num_cameras = points_2d.shape[:2]
+    if n <= CHUNK_POINTS:
+        return chunk(points_2d, confidence)
+    steps = -(-n // CHUNK_POINTS)
+    size = -(-n // steps)
+    pad = steps * size - n
+    points_2d = jnp.pad(points_2d, ((0, pad), (0, 0), (0, 0)), constant_values=jnp.nan)
+    confidence = jnp.pad(confidence, ((0, pad), (0, 0)))
+    out = jax.lax.map(
+        lambda pc: chunk(*pc),
+        (points_2d.reshape(steps, size, num_cameras, 2), confidence.reshape(steps, size, -1)),
+    )
+    return jax.tree_util.tree_map(lambda a: a.reshape(steps * size, *a.shape[2:])[:n], out)
 
 
 def triangulate(
