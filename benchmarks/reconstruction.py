@@ -49,10 +49,17 @@ of benchmarks/results/multiview.json (benchmarks/multiview.py) are appended to t
 file exists. Writes results/reconstruction_sweep.md (one table) and reconstruction_sweep.png
 (MPJPE vs noise) next to --out.
 
+Part "sleap" (--parts sleap): the human labels of the real 8-camera SLEAP rig
+(sleap-mouse-8cam: 3 frames x 2 mice, up to 8 views each) triangulated with its own Anipose
+calibration (dlt, robust_refine); the reprojection error per camera and per keypoint, as a table
+(results/sleap_mouse_8cam.md) and a heat map (results/sleap_mouse_8cam.png). There is no 3D truth:
+the reprojection error measures how well labels and calibration agree.
+
 Usage:
     python benchmarks/reconstruction.py                     # everything; writes results/reconstruction.json
     python benchmarks/reconstruction.py --refinement-only   # the refinement timing part only
     python benchmarks/reconstruction.py --sweep-only        # the sweep only (other parts kept)
+    python benchmarks/reconstruction.py --parts dannce sleap  # any parts (the others kept)
     python benchmarks/reconstruction.py --quick             # smoke run (small sizes)
 """
 
@@ -103,7 +110,9 @@ from jaxpose.triangulation.spatiotemporal import (  # noqa: E402
 NOISE_PX = 2.0
 OUTLIER_FRACTION = 0.10
 OCCLUSION_FRACTION = 0.10
-DANNCE = REPO.parent / "shared" / "data" / "dannce-markerless-mouse"
+SHARED_DATA = Path(os.environ.get("JAXPOSE_SHARED", REPO.parent / "shared")) / "data"
+DANNCE = SHARED_DATA / "dannce-markerless-mouse"
+SLEAP = SHARED_DATA / "sleap-mouse-8cam"
 
 
 def mpjpe(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -474,6 +483,7 @@ def bench_dannce(args) -> dict | None:
 
 # --- part: calibration + reconstruction sweep over cameras x noise ------------------------------
 
+PARTS = ("refinement", "dannce", "sweep", "sleap")
 SWEEP_CONFIG = REPO / "experiments" / "reconstruction_sweep.yaml"
 MULTIVIEW = REPO / "benchmarks" / "results" / "multiview.json"
 SWEEP_METHODS = ("dlt", "robust_refine", "spatiotemporal")
@@ -808,6 +818,141 @@ def bench_sweep(args) -> dict:
     )
 
 
+# --- part: real 8-camera rig, human labels, reprojection per camera --------------------------
+
+
+def load_sleap_labels(folder: Path) -> tuple[np.ndarray, list[str], list[str], list[tuple]]:
+    """The user-labelled instances of sleap-mouse-8cam's flat label CSV as an array.
+
+    Returns:
+        points_2d (instance, cam, kpt, 2) NaN where not labelled or not visible, the camera
+        names (calibration order), the node names, and the (frame, track) of each instance.
+    """
+    import pandas as pd
+
+    from jaxpose.io import load_calibration
+
+    names = list(load_calibration(folder / "calibration.toml").names)
+    df = pd.read_csv(folder / "labels" / "labels_2d_long.csv")
+    df = df[df.instance_type == "user"]
+    unknown = sorted(set(df.camera) - set(names))
+    if unknown:
+        raise ValueError(f"{folder}: label cameras {unknown} are not in calibration.toml {names}")
+    nodes = sorted(df.node.unique())
+    keys = sorted({(int(f), str(t)) for f, t in zip(df.frame_idx, df.track, strict=True)})
+    uv = np.full((len(keys), len(names), len(nodes), 2), np.nan)
+    for row in df.itertuples():
+        if row.visible and np.isfinite(row.x) and np.isfinite(row.y):
+            i = keys.index((int(row.frame_idx), str(row.track)))
+            uv[i, names.index(row.camera), nodes.index(row.node)] = (row.x, row.y)
+    return uv, names, nodes, keys
+
+
+def bench_sleap(args) -> dict | None:
+    """Reprojection error per camera of the triangulated human labels (module docstring)."""
+    from jaxpose.io import load_calibration
+    from jaxpose.metrics3d import reprojection_table
+    from jaxpose.triangulation import triangulate
+    from jaxpose.viz import plot_error_table
+
+    if not (SLEAP / "labels" / "labels_2d_long.csv").is_file():
+        print(f"sleap part skipped: data not found under {SLEAP}")
+        return None
+    cal = load_calibration(SLEAP / "calibration.toml")
+    uv, names, nodes, keys = load_sleap_labels(SLEAP)
+    views = np.isfinite(uv).all(-1)
+    print(
+        f"sleap-mouse-8cam: {len(keys)} labelled instances (frame, mouse), {len(nodes)} keypoints, "
+        f"{len(names)} cameras, {int(views.sum())} labelled views"
+    )
+    results, tables = {}, {}
+    for method, options in (("dlt", {}), ("robust_refine", dict(threshold_px=20.0))):
+        with jax.enable_x64(True):
+            res = triangulate(cal.rig, uv.transpose(0, 2, 1, 3), method=method, **options)
+            points = np.asarray(res.points, np.float64)  # (instance, kpt, 3)
+            table = reprojection_table(cal.rig, points, uv)  # (cam, kpt)
+        err = np.asarray(res.error, np.float64)
+        per_cam = {}
+        for c, name in enumerate(names):
+            with jax.enable_x64(True):
+                uv_hat = np.asarray(project_rig(cal.rig, np.nan_to_num(points)), np.float64)[c]
+            d = np.linalg.norm(uv_hat - uv[:, c], axis=-1)
+            d[~np.isfinite(points).all(-1)] = np.nan
+            d = d[np.isfinite(d)]
+            per_cam[name] = dict(
+                views=int(d.size),
+                mean_px=float(d.mean()) if d.size else None,
+                median_px=float(np.median(d)) if d.size else None,
+                max_px=float(d.max()) if d.size else None,
+            )
+        used = np.asarray(res.used, bool)  # (instance, kpt, cam)
+        results[method] = dict(
+            points_triangulated=int(np.isfinite(points).all(-1).sum()),
+            points_labelled_in_2_plus_views=int((views.sum(1) >= 2).sum()),
+            median_point_error_px=float(np.nanmedian(err)),
+            mean_point_error_px=float(np.nanmean(err)),
+            views_rejected=int((views.transpose(0, 2, 1) & ~used).sum()),
+            per_camera=per_cam,
+            per_keypoint_mean_px={
+                n: (float(np.nanmean(table[:, k])) if np.isfinite(table[:, k]).any() else None)
+                for k, n in enumerate(nodes)
+            },
+        )
+        tables[method] = table
+        cams = ", ".join(f"{n} {v['mean_px']:.2f}" for n, v in per_cam.items() if v["mean_px"])
+        print(
+            f"{method:<15} median point error {results[method]['median_point_error_px']:.2f} px, "
+            f"{results[method]['views_rejected']} views rejected; mean per camera: {cams}"
+        )
+    md = args.out.with_name("sleap_mouse_8cam.md")
+    png = args.out.with_name("sleap_mouse_8cam.png")
+    lines = [
+        "# sleap-mouse-8cam: human labels triangulated with the rig's calibration\n",
+        f"{len(keys)} labelled instances (3 frames x 2 mice), {len(nodes)} keypoints, "
+        f"{len(names)} cameras, {int(views.sum())} labelled views. Reprojection error (px) of "
+        "each labelled view against the projection of its triangulated point; robust_refine "
+        "drops views over 20 px and refines on the rest (its rejected views still count "
+        "here). No 3D truth exists for this set.\n",
+        "| camera | views | dlt mean | dlt median | robust_refine mean | robust_refine median |"
+        " robust_refine max |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        a, b = results["dlt"]["per_camera"][name], results["robust_refine"]["per_camera"][name]
+        lines.append(
+            f"| {name} | {a['views']} | {_cell(a['mean_px'])} | {_cell(a['median_px'])} | "
+            f"{_cell(b['mean_px'])} | {_cell(b['median_px'])} | {_cell(b['max_px'])} |"
+        )
+    lines += [
+        "",
+        "| method | median point error px | mean point error px | views rejected |",
+        "|---|---|---|---|",
+    ]
+    for method, r in results.items():
+        lines.append(
+            f"| {method} | {r['median_point_error_px']:.2f} | {r['mean_point_error_px']:.2f} | "
+            f"{r['views_rejected']} |"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(md, "\n".join(lines) + "\n")
+    plot_error_table(
+        png,
+        tables["robust_refine"],
+        names,
+        nodes,
+        title="sleap-mouse-8cam: mean reprojection error (px) per camera and keypoint",
+    )
+    print(f"wrote {md} and {png}")
+    return dict(
+        instances=[list(k) for k in keys],
+        cameras=names,
+        keypoints=nodes,
+        methods=results,
+        table=str(md),
+        plot=str(png),
+    )
+
+
 def previous_parts(path: Path, *, skip) -> dict[str, tuple[str, object]]:
     """{part: (date of that run, its result)} of the parts in an earlier result file at `path`
     that this run did not redo; empty when there is no readable earlier file."""
@@ -819,11 +964,7 @@ def previous_parts(path: Path, *, skip) -> dict[str, tuple[str, object]]:
         return {}
     dates = old.get("meta", {}).get("parts_kept_from_previous_run", {})
     date = old.get("meta", {}).get("date", "unknown")
-    return {
-        k: (dates.get(k, date), old[k])
-        for k in ("refinement", "dannce", "sweep")
-        if k in old and k not in skip
-    }
+    return {k: (dates.get(k, date), old[k]) for k in PARTS if k in old and k not in skip}
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -833,6 +974,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--refinement-only", action="store_true", help="only the timing part")
     parser.add_argument("--sweep-only", action="store_true", help="only the cameras x noise sweep")
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="parts to run (default all)"
+    )
     parser.add_argument(
         "--sweep-cameras", type=int, nargs="+", default=[2, 3, 4, 6], help="sweep camera counts"
     )
@@ -866,6 +1010,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--frames, --scipy-frames and --sweep-frames must be at least 4")
     if args.refinement_only and args.sweep_only:
         parser.error("--refinement-only and --sweep-only exclude each other")
+    if args.refinement_only:
+        args.parts = ["refinement"]
+    if args.sweep_only:
+        args.parts = ["sweep"]
     if min(args.sweep_cameras) < 2 or min(args.sweep_noise) < 0:
         parser.error("--sweep-cameras must be >= 2 and --sweep-noise >= 0")
 
@@ -881,24 +1029,21 @@ def main(argv: list[str] | None = None) -> dict:
         f"{jax.devices()[0].platform}, float32; SciPy {scipy.__version__}, NumPy "
         f"{np.__version__}; {os.cpu_count()} CPU cores"
     )
-    if not args.sweep_only:
-        print(
-            f"synthetic study: 6 cameras, 20 keypoints, {args.frames} frames, {NOISE_PX:g} px "
-            f"noise, {OUTLIER_FRACTION:.0%} outlier views, {OCCLUSION_FRACTION:.0%} occluded"
-        )
     header = (
         f"{'method':<28} {'frames':>7} {'s/1000 fr':>10} {'MPJPE mm':>9} {'compile s':>9}  note"
     )
     parts = {}
-    if not args.sweep_only:
+    if "refinement" in args.parts:
+        print(
+            f"synthetic study: 6 cameras, 20 keypoints, {args.frames} frames, {NOISE_PX:g} px "
+            f"noise, {OUTLIER_FRACTION:.0%} outlier views, {OCCLUSION_FRACTION:.0%} occluded"
+        )
         print(header)
         parts["refinement"] = bench_refinement(args)
-    if not (args.refinement_only or args.sweep_only):
-        print("-" * len(header))
-        parts["dannce"] = bench_dannce(args)
-    if not args.refinement_only:
-        print("-" * len(header))
-        parts["sweep"] = bench_sweep(args)
+    for name, bench in (("dannce", bench_dannce), ("sweep", bench_sweep), ("sleap", bench_sleap)):
+        if name in args.parts:
+            print("-" * len(header))
+            parts[name] = bench(args)
     total = time.perf_counter() - started
     load = os.getloadavg()
     print(f"total {total:.0f} s; load average (1, 5, 15 min) at the end: {load}")

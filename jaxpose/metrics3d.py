@@ -129,7 +129,7 @@ def reprojection_table(rig, points_3d: np.ndarray, points_2d: np.ndarray) -> np.
             f"points_2d must be (frame, cam, kpt, 2) matching points_3d {points_3d.shape}, "
             f"got {points_2d.shape}"
         )
-    uv = np.asarray(project_rig(rig, np.nan_to_num(points_3d)), np.float64)  # (cam, frame, kpt, 2)
+    uv = np.array(project_rig(rig, np.nan_to_num(points_3d)), np.float64)  # (cam, frame, kpt, 2)
     uv[:, ~np.isfinite(points_3d).all(-1)] = np.nan
     d = np.linalg.norm(uv.transpose(1, 0, 2, 3) - points_2d, axis=-1)  # (frame, cam, kpt)
     with np.errstate(invalid="ignore"):

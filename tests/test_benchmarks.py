@@ -94,3 +94,27 @@ def test_reconstruction_sweep_smoke(tmp_path):
     table = (tmp_path / "reconstruction_sweep.md").read_text()
     assert "| sweep | 4 | 1 | spatiotemporal |" in table
     assert (tmp_path / "reconstruction_sweep.png").stat().st_size > 1000
+
+
+def test_reconstruction_sleap_part(tmp_path):
+    """The real 8-camera rig's human labels: a reprojection table for every camera."""
+    from tests.conftest import data_path
+
+    data_path("sleap-mouse-8cam")  # skips with a reason when the data set is absent
+    out = tmp_path / "reconstruction.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "reconstruction.py")]
+    cmd += ["--parts", "sleap", "--out", str(out)]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    sleap = json.loads(out.read_text())["sleap"]
+    assert len(sleap["cameras"]) == 8 and len(sleap["instances"]) == 6
+    for method in ("dlt", "robust_refine"):
+        per_camera = sleap["methods"][method]["per_camera"]
+        assert set(per_camera) == set(sleap["cameras"])
+        for cam, r in per_camera.items():
+            assert r["views"] > 20 and 0.5 < r["median_px"] < 10.0, (method, cam, r)
+    table = (tmp_path / "sleap_mouse_8cam.md").read_text()
+    assert all(f"| {cam} |" in table for cam in sleap["cameras"])
+    assert (tmp_path / "sleap_mouse_8cam.png").stat().st_size > 1000
