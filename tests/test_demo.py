@@ -108,13 +108,28 @@ def test_every_config_composes_and_instantiates(command, method):
 
 
 def test_experiment_configs_compose():
-    for path in sorted((REPO / "experiments").glob("*.yaml")):
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name="demo")
-        from omegaconf import OmegaConf
+    """Every experiment composes on the command it names first in its defaults list (as
+    `jaxpose <command> --config-dir experiments --config-name <experiment>` does)."""
+    from omegaconf import OmegaConf
 
-        merged = OmegaConf.merge(
-            cfg, {k: v for k, v in OmegaConf.load(path).items() if k != "defaults"}
-        )
-        study = instantiate(merged.synth, num_frames=5, num_board_frames=2)
-        assert study.points_3d.shape[0] == 5, path
+    from jaxpose.train.trainer import TrainConfig
+
+    commands = {}
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        base = OmegaConf.load(path).defaults[0]
+        commands[path.stem] = base
+        with initialize_config_dir(config_dir=str(REPO / "experiments"), version_base="1.3"):
+            cfg = compose(
+                config_name=path.stem, overrides=[f"hydra.searchpath=[file://{CONF_DIR}]"]
+            )
+        if base == "demo":
+            study = instantiate(cfg.synth, num_frames=5, num_board_frames=2)
+            assert study.points_3d.shape[0] == 5, path
+        elif base == "train":
+            mapping = OmegaConf.to_container(cfg, resolve=True)
+            assert mapping.pop("multiview")["enabled"] is False
+            TrainConfig.from_mapping(mapping)  # every key known
+            assert "/data/" in mapping["data"], path
+        else:
+            raise AssertionError(f"{path}: unexpected base config {base!r}")
+    assert {"demo", "train"} <= set(commands.values()), commands
