@@ -45,8 +45,8 @@ centres alone), report the worst-camera focal %, rotation and centre errors, tri
 noisy 2D with that ESTIMATED calibration (dlt, robust_refine), refine the robust_refine points
 spatiotemporally, and score MPJPE, PA-MPJPE, PCK-3D at 2/5/10 mm, the worst keypoint and the
 median reprojection error. The training-loss axis (2D only vs joint 2D+3D) is not re-run: the rows
-of benchmarks/results/multiview.json (benchmarks/multiview.py) are appended to the table when the
-file exists. Writes results/reconstruction_sweep.md (one table) and reconstruction_sweep.png
+of benchmarks/results/multiview*.json (benchmarks/multiview.py, one file per camera count) are
+appended to the table when those files exist. Writes results/reconstruction_sweep.md (one table) and reconstruction_sweep.png
 (MPJPE vs noise) next to --out.
 
 Part "sleap" (--parts sleap): the human labels of the real 8-camera SLEAP rig
@@ -648,31 +648,36 @@ def sweep_cell(cfg, *, cameras: int, noise_px: float, frames: int, board_frames:
 
 
 def multiview_rows() -> tuple[list[dict], str]:
-    """The training-loss axis, from benchmarks/multiview.py's results if that file exists."""
-    if not MULTIVIEW.is_file():
+    """The training-loss axis: the rows of benchmarks/multiview.py's result files
+    (results/multiview.json, results/multiview_<N>cam.json), where they exist."""
+    files = sorted(MULTIVIEW.parent.glob("multiview*.json"))
+    if not files:
         return [], (
             f"training-loss axis (2D only vs joint 2D+3D): {MULTIVIEW.relative_to(REPO)} not "
             "found; run `python benchmarks/multiview.py` to add its rows"
         )
-    data = json.loads(MULTIVIEW.read_text())
-    command = data.get("command", "python benchmarks/multiview.py")
-    rows = []
-    for name, run in data.get("runs", {}).items():
-        rows.append(
-            dict(
-                source="multiview.py",
-                cameras=len(data.get("study", {}).get("cameras", [])) or None,
-                method=name,
-                calibration=run.get("camera_errors_after"),
-                mpjpe_mm=run.get("mpjpe_mm"),
-                pa_mpjpe_mm=run.get("pa_mpjpe_mm"),
+    rows, commands = [], []
+    for path in files:
+        data = json.loads(path.read_text())
+        commands.append(f"`{data.get('command', 'python benchmarks/multiview.py')}`")
+        for name, run in data.get("runs", {}).items():
+            rows.append(
+                dict(
+                    source="multiview.py",
+                    cameras=len(data.get("study", {}).get("cameras", [])) or None,
+                    method=name,
+                    calibration=run.get("camera_errors_after"),
+                    mpjpe_mm=run.get("mpjpe_mm"),
+                    pa_mpjpe_mm=run.get("pa_mpjpe_mm"),
+                )
             )
-        )
+    rows.sort(key=lambda r: (r["cameras"] or 0, r["method"]))
     return rows, (
-        f"rows from multiview.py come from `{command}` ({MULTIVIEW.relative_to(REPO)}): a 2D "
-        "network trained on rendered video (a: 2D loss only, b: joint 2D+3D, c: joint with "
-        "trainable cameras from a perturbed calibration), robust triangulation with the true "
-        "calibration (c: its camera errors after training); not the sweep's synthetic 2D"
+        f"rows from multiview.py come from {', '.join(commands)}: a 2D network trained on "
+        "rendered video at equal labelled frames and steps (a: 2D loss only, b: joint 2D+3D, "
+        "c: joint with trainable cameras from a perturbed calibration), robust triangulation "
+        "with the true calibration (c: its camera errors after training); not the sweep's "
+        "synthetic 2D"
     )
 
 
@@ -711,7 +716,7 @@ def sweep_table(rows: list[dict], extra: list[dict]) -> str:
         cal = r.get("calibration") or {}
         cells = [
             r["source"],
-            _cell(r["cameras"]),
+            _cell(r["cameras"], "d"),
             "network",
             r["method"],
             _cell(cal.get("focal_pct")),
