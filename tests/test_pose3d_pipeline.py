@@ -117,3 +117,24 @@ def test_bad_skeleton_and_mismatched_video_size(study_files, tmp_path, capsys):
     assert code == 1
     err = capsys.readouterr().err
     assert name in err and "64x48" in err
+
+
+def test_videos_at_different_frame_rates_fail_before_the_long_steps(study_files, tmp_path, capsys):
+    study, calibration, predictions, _ = study_files
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    rates = {}
+    for c, name in enumerate(study.calibration.names):
+        w, h = (int(v) for v in study.calibration.rig.image_size[c])
+        rates[name] = 25 if c == 1 else 30
+        writer = cv2.VideoWriter(
+            str(mixed / f"{name}.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), rates[name], (w, h)
+        )
+        writer.write(np.zeros((h, w, 3), np.uint8))
+        writer.release()
+    out = tmp_path / "out"
+    code = _run(study, calibration, predictions, out, f"videos={mixed}")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "different frame rates" in err and f"{study.calibration.names[1]} 25" in err
+    assert not (out / "kinematics.csv").exists()  # stopped before the postprocessing steps

@@ -134,8 +134,9 @@ def _video_frames(path: Path, limit: int | None):
         capture.release()
 
 
-def _check_video(path: Path, camera: str, image_size: np.ndarray, num_frames: int) -> None:
-    """A calibration made at another resolution, or a video of another length, is an error."""
+def _check_video(path: Path, camera: str, image_size: np.ndarray, num_frames: int) -> float:
+    """A calibration made at another resolution is an error; a video of another length is a
+    warning. Returns the video's frame rate (NaN when the container does not say)."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -144,6 +145,7 @@ def _check_video(path: Path, camera: str, image_size: np.ndarray, num_frames: in
     w = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     h = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = float(capture.get(cv2.CAP_PROP_FPS))
     capture.release()
     cw, ch = (int(round(float(v))) for v in image_size)
     if (w, h) != (cw, ch):
@@ -157,6 +159,39 @@ def _check_video(path: Path, camera: str, image_size: np.ndarray, num_frames: in
         warnings.warn(
             f"camera {camera!r}: video {path} has {n} frames but the predictions have "
             f"{num_frames}; overlays use the first {min(n, num_frames)}",
+            stacklevel=3,
+        )
+    return fps if fps > 0 and np.isfinite(fps) else float("nan")
+
+
+def check_videos(
+    videos: Mapping[str, Path], calibration: Calibration, num_frames: int, fps: float
+) -> None:
+    """Check every camera's video before any long step: its size against the calibration
+    (error), its length against the predictions (warning), and the frame rates, which must
+    agree across cameras (error: the cameras were not recorded together) and should agree with
+    `fps`, the rate used for speeds and filters (warning)."""
+    from jaxpose.pipeline.triangulate import InputError
+
+    rates = {}
+    for c, name in enumerate(calibration.names):
+        if name in videos:
+            size = np.asarray(calibration.rig.image_size)[c]
+            rates[name] = _check_video(videos[name], name, size, num_frames)
+    known = {k: v for k, v in rates.items() if np.isfinite(v)}
+    if not known:
+        return
+    low, high = min(known.values()), max(known.values())
+    if high > low * 1.001:
+        listed = ", ".join(f"{k} {v:g}" for k, v in known.items())
+        raise InputError(
+            f"the cameras' videos have different frame rates ({listed} fps): synchronised "
+            "cameras record at one rate; re-encode the odd ones or drop them from the study"
+        )
+    if abs(low - fps) > 0.001 * low:
+        warnings.warn(
+            f"the videos run at {low:g} fps but fps={fps:g} is used for speeds, filters and "
+            f"overlays; pass fps={low:g} if that is the recording's rate",
             stacklevel=3,
         )
 
@@ -193,6 +228,10 @@ def postprocess_3d(
     summary: dict[str, Any] = {"steps": [], "outputs": {}}
     outputs = summary["outputs"]
     pose = triangulated
+    videos = {}
+    if options.videos is not None:  # checked before the long steps, not after them
+        videos = find_videos(options.videos, calibration.names)
+        check_videos(videos, calibration, len(triangulated.points), options.fps)
 
     if options.spatiotemporal is not None:
         from jaxpose.triangulation.spatiotemporal import SpatiotemporalConfig, refine_spatiotemporal
@@ -292,13 +331,11 @@ def postprocess_3d(
     if options.videos is not None:
         from jaxpose.viz import write_overlay_video
 
-        videos = find_videos(options.videos, calibration.names)
         overlays = {}
         for c, name in enumerate(calibration.names):
             if name not in videos:
                 continue
             camera = _camera(calibration, c)
-            _check_video(videos[name], name, np.asarray(camera.image_size), len(pose.points))
             overlays[name] = str(
                 write_overlay_video(
                     out / "overlays" / f"{name}.mp4",
