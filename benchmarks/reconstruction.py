@@ -675,7 +675,8 @@ def multiview_rows() -> tuple[list[dict], str]:
     return rows, (
         f"rows from multiview.py come from {', '.join(commands)}: a 2D network trained on "
         "rendered video at equal labelled frames and steps (a: 2D loss only, b: joint 2D+3D, "
-        "c: joint with trainable cameras from a perturbed calibration), robust triangulation "
+        "c: joint with trainable cameras from a perturbed calibration, d: joint with the "
+        "temporal and limb terms), robust triangulation "
         "with the true calibration (c: its camera errors after training); not the sweep's "
         "synthetic 2D"
     )

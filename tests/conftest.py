@@ -30,3 +30,21 @@ def data_path(*parts: str) -> Path:
 @pytest.fixture
 def shared_data():
     return data_path
+
+
+def run_benchmark(script: str, *args: str, timeout: float = 300):
+    """Run `benchmarks/<script>` with `args` in a subprocess from the repository root; fails the
+    test with the script's output when it exits non-zero. Returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc

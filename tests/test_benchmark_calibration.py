@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
-from tests.conftest import REPO
+from tests.conftest import run_benchmark
 
 METHODS = ("jaxpose", "opencv_chain", "opencv_tree")
 
 
 def test_calibration_benchmark_quick(tmp_path):
     out = tmp_path / "calibration.json"
-    cmd = [
-        sys.executable,
-        str(REPO / "benchmarks" / "calibration.py"),
-        "--quick",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=90
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_benchmark("calibration.py", "--quick", "--repeats", "1", "--out", str(out))
     assert "opencv_tree" in proc.stdout and "noise floor" in proc.stdout
 
     result = json.loads(out.read_text())

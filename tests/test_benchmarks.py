@@ -5,33 +5,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
-from tests.conftest import REPO
+from tests.conftest import run_benchmark
 
 
 def test_triangulation_benchmark_smoke(tmp_path):
     out = tmp_path / "triangulation.json"
-    cmd = [
-        sys.executable,
-        str(REPO / "benchmarks" / "triangulation.py"),
-        "--quick",
-        "--sizes",
-        "1000",
-        "--cameras",
-        "2",
-        "3",
-        "--repeats",
-        "1",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_benchmark(
+        "triangulation.py", "--quick", "--sizes", "1000", "--cameras", "2", "3",
+        "--repeats", "1", "--out", str(out),
+    )  # fmt: skip
     assert "numpy_svd_loop" in proc.stdout and "points/s" in proc.stdout
 
     result = json.loads(out.read_text())
@@ -64,23 +47,10 @@ def test_reconstruction_sweep_smoke(tmp_path):
     """The cameras x noise sweep calibrates, triangulates and writes one table and one plot;
     more cameras and a spatiotemporal refinement must not be worse than a 2-camera DLT."""
     out = tmp_path / "reconstruction.json"
-    cmd = [
-        sys.executable,
-        str(REPO / "benchmarks" / "reconstruction.py"),
-        "--quick",
-        "--sweep-only",
-        "--sweep-cameras",
-        "2",
-        "4",
-        "--sweep-noise",
-        "1",
-        "--out",
-        str(out),
-    ]
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_benchmark(
+        "reconstruction.py", "--quick", "--sweep-only", "--sweep-cameras", "2", "4",
+        "--sweep-noise", "1", "--out", str(out), timeout=600,
+    )  # fmt: skip
     result = json.loads(out.read_text())
     rows = [r for r in result["sweep"]["results"] if "metrics" in r]
     assert {(r["cameras"], r["method"]) for r in rows} == {
@@ -102,12 +72,7 @@ def test_reconstruction_sleap_part(tmp_path):
 
     data_path("sleap-mouse-8cam")  # skips with a reason when the data set is absent
     out = tmp_path / "reconstruction.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "reconstruction.py")]
-    cmd += ["--parts", "sleap", "--out", str(out)]
-    proc = subprocess.run(
-        cmd, cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_benchmark("reconstruction.py", "--parts", "sleap", "--out", str(out))
     sleap = json.loads(out.read_text())["sleap"]
     assert len(sleap["cameras"]) == 8 and len(sleap["instances"]) == 6
     for method in ("dlt", "robust_refine"):

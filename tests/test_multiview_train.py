@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 
 import jax
@@ -21,6 +22,7 @@ from jaxpose.train.multiview import (
     MultiViewError,
     MultiViewTrainConfig,
     _make_pool,
+    labelled_bone_lengths,
     load_multiview_project,
     load_multiview_run,
     make_batch,
@@ -118,6 +120,7 @@ def test_train_losses_terms_resume_and_cameras(project, tmp_path):
     names = set(first.metrics[0])
     assert {"heatmap", "coordinate", "label3d", "consistency", "camera_prior"} <= names
     assert "locref" not in names  # weight 0: neither computed nor logged
+    assert not {"temporal", "limb"} & names  # off by default
     for row in first.metrics + rest.metrics:
         assert all(np.isfinite(v) for v in row.values())
     assert rest.metrics[-1]["heatmap"] < first.metrics[0]["heatmap"]
@@ -212,3 +215,52 @@ def test_train_command_on_a_multi_camera_project(project, tmp_path, capsys):
     ])  # fmt: skip
     assert code == 1
     assert "no_such_option" in capsys.readouterr().err
+
+
+def test_temporal_and_limb_terms(project, tmp_path):
+    # The fixture labels every other frame, so runs of 3 consecutive frames exist only when
+    # unlabelled_frames lists them all (an explicit list is taken as given).
+    cfg = _config(
+        project, tmp_path / "tl", steps=2, temporal_weight=0.01, clips_per_batch=2,
+        limb_weight=0.01, limb_reference="labels", unlabelled_frames=tuple(range(12)),
+    )  # fmt: skip
+    mv = load_multiview_project(project)
+    assert len(mv.skeleton) == 19 and mv.skeleton[0] == ("snout", "head")  # from config.yaml
+    pool = _make_pool(cfg, mv)
+    assert pool.clip_frames.shape == (10, 3)  # starts 0..9
+    batch = make_batch(pool, cfg, 0)
+    # 2 labelled + 1 unlabelled + 2 clips of 3 consecutive frames, times 3 cameras.
+    assert batch["image"].shape[0] == (2 + 1 + 6) * 3
+    clips = batch["frames"][3:].reshape(2, 3)
+    assert np.all(np.diff(clips, axis=1) == 1)
+    assert np.isnan(batch["labels"][3:]).all()
+    np.testing.assert_array_equal(make_batch(pool, cfg, 0)["frames"], batch["frames"])
+    # Bone lengths of the triangulated labels are the study's (rigid) ones.
+    study = make_study(num_cameras=3, num_frames=12, num_board_frames=0, seed=1)
+    bones = np.array([[mv.bodyparts.index(a), mv.bodyparts.index(b)] for a, b in mv.skeleton])
+    truth = np.linalg.norm(
+        study.points_3d[0, bones[:, 0]] - study.points_3d[0, bones[:, 1]], axis=-1
+    )
+    lengths = labelled_bone_lengths(mv, bones)  # NaN: never labelled in 2 views at both ends
+    seen = np.isfinite(lengths)
+    assert 5 <= seen.sum() < len(bones)
+    np.testing.assert_allclose(lengths[seen], truth[seen], atol=0.1)
+
+    result = train_multiview(cfg)
+    for row in result.metrics:
+        assert np.isfinite(row["temporal"]) and row["temporal"] > 0
+        assert np.isfinite(row["limb"]) and row["limb"] > 0
+        assert np.isfinite(row["loss"])
+    assert {"temporal", "limb"} <= set(read_metrics(tmp_path / "tl" / "metrics.csv")[0])
+    summary = json.loads((tmp_path / "tl" / "train_summary.json").read_text())
+    assert summary["num_clips"] == 10 and summary["bones"][0] == ["snout", "head"]
+
+    with pytest.raises(MultiViewError, match="'tail_tipp'.*fix the bones option"):
+        train_multiview(dataclasses.replace(cfg, out=str(tmp_path / "b1"),
+                                            bones=(("snout", "tail_tipp"),)))  # fmt: skip
+    with pytest.raises(MultiViewError, match="limb_weight=0.01 needs bones"):
+        train_multiview(dataclasses.replace(cfg, out=str(tmp_path / "b2"), bones=()))
+    with pytest.raises(MultiViewError, match="clip_length=2 must be >= 3"):
+        train_multiview(dataclasses.replace(cfg, out=str(tmp_path / "b3"), clip_length=2))
+    with pytest.raises(MultiViewError, match="no run of clip_length=3 consecutive"):
+        _make_pool(dataclasses.replace(cfg, unlabelled_frames=(1, 3, 5, 7, 9, 11)), mv)

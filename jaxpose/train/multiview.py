@@ -6,6 +6,7 @@ A multi-camera labelled project is a folder::
     project/labeled-data/<camera>/CollectedData_*.h5|csv    DeepLabCut labels of that camera
     project/videos/<camera>.mp4                             synchronised videos (unlabelled frames)
     project/calibration.toml                                the rig, camera names = folder names
+    project/config.yaml                                     optional: DeepLabCut ``skeleton``
 
 Frame ``NNNN`` is the same instant in every camera; a frame may be labelled in some cameras only.
 
@@ -19,7 +20,17 @@ maps them back to each camera's original pixels through the inverse affine (line
 pass), and adds the 3D terms of :func:`jaxpose.train.multiview_loss.multiview_losses`. With
 ``train_cameras`` the rig is trained too, as ``reference + sigma * delta`` with a trainable
 ``delta`` per field named in ``camera_prior_sigma`` and :func:`camera_prior` pulling it back to
-the board calibration. A weight of 0 skips its term entirely (it is not computed nor logged).
+the board calibration.
+
+Two optional terms act on the triangulated points. With ``temporal_weight`` each step also sees
+``clips_per_batch`` clips of ``clip_length`` consecutive unlabelled video frames (every camera,
+appended after the other frames); their points feed
+:func:`~jaxpose.train.multiview_loss.temporal_loss` (a robust penalty on acceleration), and not
+the label or consistency terms, so that switching the term on adds it and changes nothing else.
+With ``limb_weight`` :func:`~jaxpose.train.multiview_loss.limb_loss` pulls every bone of
+``bones`` (default: the project's DeepLabCut skeleton) toward one length over all the batch's
+frames. A weight of 0 skips its term entirely (it is not computed nor logged, and no clip is
+read).
 
 Run folder: the files :mod:`jaxpose.train.trainer` writes (``config.yaml`` in the ``TrainConfig``
 layout so the network can be rebuilt, ``checkpoints/``, ``metrics.csv``, ``train_summary.json``)
@@ -65,7 +76,13 @@ from jaxpose.train.checkpoint import (
 )
 from jaxpose.train.losses import check_loss_config, total_loss
 from jaxpose.train.metrics import MetricsWriter
-from jaxpose.train.multiview_loss import MultiViewLossConfig, camera_prior, multiview_losses
+from jaxpose.train.multiview_loss import (
+    MultiViewLossConfig,
+    camera_prior,
+    limb_loss,
+    multiview_losses,
+    temporal_loss,
+)
 from jaxpose.train.trainer import TrainOptions, make_optimizer
 
 __all__ = [
@@ -74,6 +91,8 @@ __all__ = [
     "MultiViewResult",
     "MultiViewTrainConfig",
     "build_multiview_model",
+    "clip_starts",
+    "labelled_bone_lengths",
     "load_multiview_project",
     "load_multiview_run",
     "make_batch",
@@ -108,6 +127,9 @@ class MultiViewProject:
         image_sizes: (C, 2) (width, height) px.
         calibration: the rig, cameras in ``camera_names`` order.
         videos: camera name -> video path (empty when the project has no ``videos/``).
+        skeleton: bones as body-part name pairs, from ``config.yaml``'s DeepLabCut
+            ``skeleton`` (pairs naming a body part that is not kept are left out); empty when
+            there is none.
     """
 
     root: Path
@@ -119,6 +141,7 @@ class MultiViewProject:
     image_sizes: np.ndarray
     calibration: Calibration
     videos: dict[str, Path]
+    skeleton: tuple[tuple[str, str], ...] = ()
 
     def load_image(self, i: int, c: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB of labelled frame ``i`` in camera ``c`` (black if absent)."""
@@ -230,6 +253,7 @@ def load_multiview_project(
     videos = {n: root / "videos" / f"{n}.mp4" for n in names}
     videos = {n: p for n, p in videos.items() if p.is_file()}
     sizes = np.asarray(cal.rig.image_size, np.float64).round().astype(np.int64)
+    skeleton = _read_skeleton(root / "config.yaml", bodyparts)
     return MultiViewProject(
         root=root,
         camera_names=names,
@@ -240,7 +264,25 @@ def load_multiview_project(
         image_sizes=sizes,
         calibration=cal,
         videos=videos,
+        skeleton=skeleton,
     )
+
+
+def _read_skeleton(path: Path, bodyparts: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The DeepLabCut ``skeleton`` of a project's ``config.yaml`` (pairs of kept body parts)."""
+    if not path.is_file():
+        return ()
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise MultiViewError(f"{path}: not valid YAML ({e}); fix or remove it") from e
+    bones = []
+    for pair in (config.get("skeleton") if isinstance(config, dict) else None) or ():
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise MultiViewError(f"{path}: skeleton entry {pair!r} is not a pair [a, b]")
+        if all(str(p) in bodyparts for p in pair):
+            bones.append((str(pair[0]), str(pair[1])))
+    return tuple(bones)
 
 
 def read_video_frames(path: str | os.PathLike, frames: Sequence[int]) -> np.ndarray:
@@ -317,6 +359,25 @@ class MultiViewTrainConfig:
             in network-input px.
         label3d_weight, consistency_weight: the 3D terms' weights.
         huber_px, min_confidence: :class:`MultiViewLossConfig` options (original px).
+        temporal_weight: weight of :func:`~jaxpose.train.multiview_loss.temporal_loss`, the
+            acceleration of keypoints triangulated on clips of consecutive unlabelled video
+            frames. With 0 no clip is read, sampled nor run through the network.
+        clip_length: frames per clip (>= 3, consecutive video frames).
+        clips_per_batch: clips per step (each ``clip_length`` frames times every camera).
+        max_clips: cap on the clip pool (held in memory): at most this many clips, their
+            starts evenly spaced over every run of ``clip_length`` consecutive frames that are
+            unlabelled (or, when ``unlabelled_frames`` is given, all in that list).
+        temporal_huber_mm: robust scale of the temporal term, in world units per frame^2.
+        limb_weight: weight of :func:`~jaxpose.train.multiview_loss.limb_loss`, the spread of
+            each bone's triangulated length over the batch's frames (labelled, unlabelled and,
+            with the temporal term, the clips').
+        bones: the bones of the limb term, ``[[a, b], ...]`` as body-part names or indices;
+            default (``None``) the ``skeleton`` of the project's ``config.yaml``.
+        limb_reference: each bone's target length: ``"batch"``, the median of its lengths in
+            the batch (a constant), or ``"labels"``, the median over the labelled frames
+            triangulated with the calibration (bones never labelled in two views fall back to
+            the batch median).
+        limb_huber_mm: robust scale of the limb term, in world units.
         train_cameras: also train the rig's fields named in ``camera_prior_sigma``.
         camera_prior_sigma: prior standard deviation per Camera field (rad, mm, px, ...).
         camera_prior_weight: weight of :func:`camera_prior` in the loss.
@@ -354,6 +415,15 @@ class MultiViewTrainConfig:
     consistency_weight: float = 0.01
     huber_px: float = 4.0
     min_confidence: float = 0.05
+    temporal_weight: float = 0.0
+    clip_length: int = 3
+    clips_per_batch: int = 1
+    max_clips: int = 100
+    temporal_huber_mm: float = 2.0
+    limb_weight: float = 0.0
+    bones: tuple[tuple[str | int, str | int], ...] | None = None
+    limb_reference: str = "batch"
+    limb_huber_mm: float = 2.0
     train_cameras: bool = False
     camera_prior_sigma: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"rotation": 0.01, "translation": 5.0, "focal": 10.0}
@@ -383,7 +453,13 @@ class MultiViewTrainConfig:
         out = dataclasses.asdict(self)
         if self.unlabelled_frames is not None:
             out["unlabelled_frames"] = [int(f) for f in self.unlabelled_frames]
+        if self.bones is not None:
+            out["bones"] = [list(pair) for pair in self.bones]
         return out
+
+    def num_clip_frames(self) -> int:
+        """Frames per batch taken by the temporal term's clips (0 when it is off)."""
+        return int(self.clips_per_batch) * int(self.clip_length) if self.temporal_weight else 0
 
     def options(self) -> TrainOptions:
         """The optimiser options of the network (for :func:`trainer.make_optimizer`)."""
@@ -421,9 +497,34 @@ def _validate(cfg: MultiViewTrainConfig) -> None:
         problems.append("batch_frames must be >= 1 and unlabelled_frames_per_batch >= 0")
     if not cfg.scale_factor > 0:
         problems.append(f"scale_factor={cfg.scale_factor} must be positive")
-    for name in ("label3d_weight", "consistency_weight", "camera_prior_weight"):
+    for name in ("label3d_weight", "consistency_weight", "camera_prior_weight",
+                 "temporal_weight", "limb_weight"):  # fmt: skip
         if getattr(cfg, name) < 0:
             problems.append(f"{name} must be >= 0")
+    for name in ("temporal_huber_mm", "limb_huber_mm"):
+        if not float(getattr(cfg, name)) > 0:
+            problems.append(f"{name}={getattr(cfg, name)} must be positive")
+    if cfg.temporal_weight:
+        if int(cfg.clip_length) < 3:
+            problems.append(
+                f"clip_length={cfg.clip_length} must be >= 3 (a second difference needs 3 frames)"
+            )
+        if int(cfg.clips_per_batch) < 1 or int(cfg.max_clips) < 1:
+            problems.append("temporal_weight > 0 needs clips_per_batch >= 1 and max_clips >= 1")
+    if cfg.limb_reference not in ("batch", "labels"):
+        problems.append(f"limb_reference={cfg.limb_reference!r} must be 'batch' or 'labels'")
+    if cfg.bones is not None:
+        bad = [
+            b
+            for b in cfg.bones
+            if not isinstance(b, list | tuple)
+            or len(b) != 2
+            or not all(isinstance(p, str | int) and not isinstance(p, bool) for p in b)
+        ]
+        if bad:
+            problems.append(
+                f"bones entries {bad} are not pairs [a, b] of body-part names or indices"
+            )
     unknown = [k for k in cfg.camera_prior_sigma if k not in _CAMERA_FIELDS]
     if unknown:
         problems.append(f"camera_prior_sigma: unknown field(s) {unknown}; known {_CAMERA_FIELDS}")
@@ -436,8 +537,80 @@ def _validate(cfg: MultiViewTrainConfig) -> None:
     two_d = {k: v for k, v in cfg.loss.items() if float(v.get("weight", 1)) != 0}
     if two_d:
         check_loss_config(cfg.loss)
-    elif not (cfg.label3d_weight or cfg.consistency_weight):
+    elif not (
+        cfg.label3d_weight or cfg.consistency_weight or cfg.temporal_weight or cfg.limb_weight
+    ):
         raise MultiViewError("every loss weight is 0: nothing to train")
+
+
+def _bone_indices(
+    cfg: MultiViewTrainConfig, project: MultiViewProject
+) -> tuple[tuple[int, int], ...]:
+    """The limb term's bones as keypoint index pairs (``cfg.bones`` or the project skeleton).
+
+    Explicit ``bones`` are checked even when ``limb_weight`` is 0, so that a typo is not
+    silently ignored until the term is switched on.
+    """
+    parts = project.bodyparts
+    bones = cfg.bones if cfg.bones is not None else project.skeleton
+    out = []
+    for pair in bones:
+        index = []
+        for p in pair:
+            if isinstance(p, str):
+                if p not in parts:
+                    raise MultiViewError(
+                        f"bones entry {list(pair)} names {p!r}, not a body part of "
+                        f"{project.root} (body parts: {list(parts)}); fix the bones option"
+                    )
+                index.append(parts.index(p))
+            elif 0 <= int(p) < len(parts):
+                index.append(int(p))
+            else:
+                raise MultiViewError(
+                    f"bones entry {list(pair)}: index {p} is outside the {len(parts)} body "
+                    f"parts {list(parts)}; fix the bones option"
+                )
+        if index[0] == index[1]:
+            raise MultiViewError(f"bones entry {list(pair)} joins a body part to itself")
+        out.append((index[0], index[1]))
+    if cfg.limb_weight and not out:
+        where = project.root / "config.yaml"
+        raise MultiViewError(
+            f"limb_weight={cfg.limb_weight} needs bones: pass bones=[[part_a, part_b], ...] "
+            f"(body-part names of {list(parts)}) or add a skeleton to {where}"
+        )
+    return tuple(out)
+
+
+def labelled_bone_lengths(
+    project: MultiViewProject, bones: Sequence[tuple[int, int]], *, min_confidence: float = 0.0
+) -> np.ndarray:
+    """(bone,) median length of each bone over the labelled frames, triangulated (DLT) with the
+    project's calibration from every labelled view; NaN for a bone no frame has in 3D."""
+    from jaxpose.triangulation import triangulate_frames
+
+    bones = np.asarray(bones, np.int64).reshape(-1, 2)
+    if not len(bones):
+        return np.zeros(0)
+    labels = project.labels
+    confidence = np.all(np.isfinite(labels), -1).astype(np.float64)
+    result = triangulate_frames(
+        project.calibration.rig,
+        np.nan_to_num(labels).astype(np.float64),
+        confidence,
+        method="dlt",
+        min_confidence=min_confidence,
+    )
+    points = np.where((np.asarray(result.ncams) >= 2)[..., None], np.asarray(result.points), np.nan)
+    a, b = bones.T
+    lengths = np.linalg.norm(points[:, a] - points[:, b], axis=-1)  # (frame, bone), NaN if absent
+    out = np.full(len(bones), np.nan)
+    for k in range(len(bones)):
+        seen = lengths[np.isfinite(lengths[:, k]), k]
+        if len(seen):
+            out[k] = np.median(seen)
+    return out
 
 
 _CAMERA_FIELDS = ("rotation", "translation", "focal", "principal_point", "distortion")
@@ -507,6 +680,29 @@ class _Pool:
     unlabelled_frames: np.ndarray  # (U,)
     input_hw: tuple[int, int]  # network input (H, W), common to all cameras
     base: np.ndarray  # (C, 2, 3) original px -> resized px per camera
+    clips: np.ndarray  # (S, T, C, H, W, 3) uint8 clips of the temporal term (S = 0 when off)
+    clip_frames: np.ndarray  # (S, T) their video frame numbers
+
+
+def clip_starts(allowed: np.ndarray, length: int, *, max_clips: int) -> np.ndarray:
+    """First frames of clips of ``length`` consecutive frames that all lie in ``allowed``.
+
+    Args:
+        allowed: (n,) video frame numbers a clip may use.
+        length: frames per clip.
+        max_clips: at most this many starts, evenly spaced over the possible ones.
+
+    Returns:
+        (S,) ascending start frames (possibly overlapping clips; S = 0 when there is none).
+    """
+    allowed = np.unique(np.asarray(allowed, np.int64))
+    members = set(allowed.tolist())
+    starts = np.array(
+        [f for f in allowed.tolist() if all(f + t in members for t in range(1, length))], np.int64
+    )
+    if len(starts) > max_clips:
+        starts = starts[np.linspace(0, len(starts) - 1, max_clips).round().astype(int)]
+    return starts
 
 
 def _make_pool(cfg: MultiViewTrainConfig, project: MultiViewProject) -> _Pool:
@@ -523,29 +719,62 @@ def _make_pool(cfg: MultiViewTrainConfig, project: MultiViewProject) -> _Pool:
     input_hw = (max(s[1] for s in sizes), max(s[0] for s in sizes))
     frames = np.zeros((0,), np.int64)
     unlabelled = np.zeros((0, c, 1, 1, 3), np.uint8)
+    clip_frames = np.zeros((0, max(int(cfg.clip_length), 1)), np.int64)
+    clips = np.zeros((0, clip_frames.shape[1], c, 1, 1, 3), np.uint8)
+    wanted = {
+        f"unlabelled_frames_per_batch={cfg.unlabelled_frames_per_batch}": (
+            cfg.unlabelled_frames_per_batch > 0
+        ),
+        f"temporal_weight={cfg.temporal_weight}": bool(cfg.temporal_weight),
+    }
+    users = [k for k, v in wanted.items() if v]
+    if not users:
+        return _Pool(
+            project, labelled, unlabelled, frames, input_hw, np.stack(bases), clips, clip_frames
+        )
+    missing = [name for name in project.camera_names if name not in project.videos]
+    if missing:
+        raise MultiViewError(
+            f"{' and '.join(users)} need(s) videos/<camera>.mp4 in {project.root}, missing "
+            f"for {missing}; set them to 0 or add the videos"
+        )
+    if cfg.unlabelled_frames is not None:
+        allowed = np.asarray(sorted(set(int(f) for f in cfg.unlabelled_frames)), np.int64)
+    else:
+        length = min(_video_length(project.videos[m]) for m in project.camera_names)
+        allowed = np.setdiff1d(np.arange(length), project.frames)
     if cfg.unlabelled_frames_per_batch > 0:
-        missing = [name for name in project.camera_names if name not in project.videos]
-        if missing:
-            raise MultiViewError(
-                f"unlabelled_frames_per_batch={cfg.unlabelled_frames_per_batch} needs videos/"
-                f"<camera>.mp4 in {project.root}, missing for {missing}; set it to 0 or add them"
-            )
-        if cfg.unlabelled_frames is not None:
-            frames = np.asarray(sorted(set(int(f) for f in cfg.unlabelled_frames)), np.int64)
-        else:
-            length = min(_video_length(project.videos[m]) for m in project.camera_names)
-            frames = np.setdiff1d(np.arange(length), project.frames)
-            if len(frames) > cfg.max_unlabelled_frames:
-                pick = np.linspace(0, len(frames) - 1, cfg.max_unlabelled_frames).round()
-                frames = frames[pick.astype(int)]
+        frames = allowed
+        if cfg.unlabelled_frames is None and len(frames) > cfg.max_unlabelled_frames:
+            pick = np.linspace(0, len(frames) - 1, cfg.max_unlabelled_frames).round()
+            frames = frames[pick.astype(int)]
         if not len(frames):
             raise MultiViewError(f"{project.root}: the videos have no unlabelled frames to use")
-        hmax, wmax = int(project.image_sizes[:, 1].max()), int(project.image_sizes[:, 0].max())
-        unlabelled = np.zeros((len(frames), c, hmax, wmax, 3), np.uint8)
-        for j, name in enumerate(project.camera_names):
-            video = read_video_frames(project.videos[name], frames)
-            unlabelled[:, j, : video.shape[1], : video.shape[2]] = video
-    return _Pool(project, labelled, unlabelled, frames, input_hw, np.stack(bases))
+    if cfg.temporal_weight:
+        starts = clip_starts(allowed, int(cfg.clip_length), max_clips=int(cfg.max_clips))
+        if not len(starts):
+            if cfg.unlabelled_frames is not None:
+                source = "unlabelled_frames"
+            else:
+                source = f"the unlabelled frames of {project.root}'s videos"
+            raise MultiViewError(
+                f"temporal_weight={cfg.temporal_weight}: {source} hold no run of "
+                f"clip_length={cfg.clip_length} consecutive frames; lower clip_length or list "
+                "consecutive frames in unlabelled_frames"
+            )
+        clip_frames = starts[:, None] + np.arange(int(cfg.clip_length))[None, :]
+    # Every camera's video is decoded once, for the unlabelled frames and the clips together.
+    needed = np.union1d(frames, clip_frames.ravel())
+    hmax, wmax = int(project.image_sizes[:, 1].max()), int(project.image_sizes[:, 0].max())
+    store = np.zeros((len(needed), c, hmax, wmax, 3), np.uint8)
+    for j, name in enumerate(project.camera_names):
+        video = read_video_frames(project.videos[name], needed)
+        store[:, j, : video.shape[1], : video.shape[2]] = video
+    unlabelled = store[np.searchsorted(needed, frames)]
+    clips = store[np.searchsorted(needed, clip_frames)]
+    return _Pool(
+        project, labelled, unlabelled, frames, input_hw, np.stack(bases), clips, clip_frames
+    )
 
 
 def _augment_affine(rng: np.random.Generator, aug: Mapping[str, float], hw) -> np.ndarray:
@@ -567,7 +796,10 @@ def make_batch(pool: _Pool, cfg: MultiViewTrainConfig, step: int, *, train: bool
     Returns:
         ``{"image": (F*C, H, W, 3) float32 normalised, "keypoints": (F*C, K, 2) input px NaN,
         "inverse": (F*C, 2, 3) input px -> original px, "labels": (F, C, K, 2) original px NaN,
-        "frames": (F,) video frame numbers}``; the first ``batch_frames`` frames are labelled.
+        "frames": (F,) video frame numbers}``. The frames are, in order: ``batch_frames``
+        labelled ones, ``unlabelled_frames_per_batch`` unlabelled ones (when the pool has any)
+        and, with the temporal term, ``clips_per_batch`` clips of ``clip_length`` consecutive
+        frames (clip after clip, in time order; :meth:`MultiViewTrainConfig.num_clip_frames`).
     """
     rng = np.random.default_rng([int(cfg.seed), int(step)])
     project = pool.project
@@ -576,22 +808,39 @@ def make_batch(pool: _Pool, cfg: MultiViewTrainConfig, step: int, *, train: bool
     u = len(pool.unlabelled_frames)
     nu = cfg.unlabelled_frames_per_batch if u else 0
     unlabelled = rng.choice(u, size=nu, replace=u < nu) if nu else np.zeros(0, int)
+    # Drawn only with the temporal term on, so that batches without it are unchanged.
+    num_clip_frames = cfg.num_clip_frames()
+    if num_clip_frames:
+        num_clips = len(pool.clips)
+        if not num_clips:
+            raise MultiViewError("temporal_weight > 0 but the pool holds no clips (see _make_pool)")
+        chosen = rng.choice(
+            num_clips, size=cfg.clips_per_batch, replace=num_clips < cfg.clips_per_batch
+        )
+        clip_views = pool.clips[chosen].reshape(-1, *pool.clips.shape[2:])  # (S*T, C, H, W, 3)
+        clip_frames = pool.clip_frames[chosen].ravel()
+    else:
+        clip_views = np.zeros((0, c, 1, 1, 3), np.uint8)
+        clip_frames = np.zeros(0, np.int64)
     h, w = pool.input_hw
-    num = (len(labelled) + nu) * c
+    num_frames = len(labelled) + nu + num_clip_frames
+    num = num_frames * c
     images = np.zeros((num, h, w, 3), np.uint8)
     keypoints = np.full((num, len(project.bodyparts), 2), np.nan, np.float32)
     inverse = np.zeros((num, 2, 3), np.float32)
-    labels = np.full((len(labelled) + nu, c, len(project.bodyparts), 2), np.nan, np.float32)
+    labels = np.full((num_frames, c, len(project.bodyparts), 2), np.nan, np.float32)
     aug = cfg.augment if train else {}
     v = 0
-    for f in range(len(labelled) + nu):
+    for f in range(num_frames):
         for j in range(c):
+            w_j, h_j = (int(s) for s in project.image_sizes[j])
             if f < len(labelled):
                 image = pool.labelled_images[labelled[f], j]
                 labels[f, j] = project.labels[labelled[f], j]
-            else:
-                w_j, h_j = (int(s) for s in project.image_sizes[j])
+            elif f < len(labelled) + nu:
                 image = pool.unlabelled[unlabelled[f - len(labelled)], j, :h_j, :w_j]
+            else:
+                image = clip_views[f - len(labelled) - nu, j, :h_j, :w_j]
             affine = _augment_affine(rng, aug, (h, w)) @ np.vstack([pool.base[j], [0, 0, 1]])
             # Shrinking first by area averaging (as frame_to_input) keeps fine texture from
             # aliasing; the remaining small similarity is a bilinear warp.
@@ -622,7 +871,7 @@ def make_batch(pool: _Pool, cfg: MultiViewTrainConfig, step: int, *, train: bool
             x = x + rng.normal(0.0, float(aug["noise_std"]), x.shape).astype(np.float32)
         x = np.clip(x, 0.0, 1.0)
     frames = np.concatenate(
-        [project.frames[labelled], pool.unlabelled_frames[unlabelled] if nu else []]
+        [project.frames[labelled], pool.unlabelled_frames[unlabelled] if nu else [], clip_frames]
     )
     return {
         "image": normalize_images((x * 255.0).astype(np.float32)),
@@ -657,6 +906,8 @@ def make_multiview_step(
     *,
     num_frames: int,
     num_cameras: int,
+    bones: Sequence[tuple[int, int]] = (),
+    bone_lengths: np.ndarray | None = None,
 ):
     """The jitted step ``(params, rest, opt_state, reference, batch arrays) -> (params, rest,
     opt_state, metrics)``.
@@ -664,10 +915,30 @@ def make_multiview_step(
     ``opt_state`` is ``{"model": ..., "cameras": {"delta": {field: (C, ...)}, "opt": ...}}``
     (``cameras`` absent unless ``train_cameras``); ``reference`` is the board calibration
     (:class:`Camera`, float32). Donates params, rest and opt_state.
+
+    ``num_frames`` counts every frame of a batch, the temporal term's clip frames included
+    (the last :meth:`MultiViewTrainConfig.num_clip_frames` of them). ``bones`` (keypoint index
+    pairs) and ``bone_lengths`` ((bone,) reference lengths, NaN = batch median) serve the limb
+    term; ``bones`` must not be empty when ``cfg.limb_weight`` > 0.
     """
     loss_2d = {k: v for k, v in cfg.loss.items() if float(v["weight"]) != 0}
     mv_config = cfg.loss_3d()
-    use_3d = bool(cfg.label3d_weight or cfg.consistency_weight)
+    # The clips only feed the temporal (and limb) terms, so their 3D pass skips the others.
+    clip_config = dataclasses.replace(mv_config, label_weight=0.0, consistency_weight=0.0)
+    use_3d = bool(
+        cfg.label3d_weight or cfg.consistency_weight or cfg.temporal_weight or cfg.limb_weight
+    )
+    num_clip_frames = cfg.num_clip_frames()
+    num_main = num_frames - num_clip_frames
+    if num_main < 1:
+        raise ValueError(
+            f"num_frames={num_frames} must exceed the {num_clip_frames} frames of the clips"
+        )
+    if cfg.limb_weight and not len(bones):
+        raise ValueError("limb_weight > 0 needs bones (keypoint index pairs)")
+    bones = np.asarray(bones, np.int32).reshape(-1, 2)
+    if bone_lengths is not None:
+        bone_lengths = np.asarray(bone_lengths, np.float32).reshape(-1)
     sigma = dict(cfg.camera_prior_sigma)
     prior_weight = float(cfg.camera_prior_weight)
 
@@ -688,19 +959,53 @@ def make_multiview_step(
             )
             shape = (num_frames, num_cameras, *points.shape[1:])
             rig = reference if delta is None else _apply_delta(reference, delta, sigma)
-            mv = multiview_losses(
-                rig,
-                original.reshape(shape),
-                confidence.reshape(shape[:-1]),
-                labels,
-                config=mv_config,
-            )
-            if cfg.label3d_weight:
-                terms["label3d"] = mv["label"]
-                total = total + cfg.label3d_weight * mv["label"]
-            if cfg.consistency_weight:
-                terms["consistency"] = mv["consistency"]
-                total = total + cfg.consistency_weight * mv["consistency"]
+            original = original.reshape(shape)
+            confidence = confidence.reshape(shape[:-1])
+            # 3D points of the frames, (frame, kpt, 3) with (frame, kpt) validity, for the limb
+            # term: the labelled and unlabelled frames', then the clips'.
+            points_3d, valid_3d = [], []
+            if cfg.label3d_weight or cfg.consistency_weight or cfg.limb_weight:
+                mv = multiview_losses(
+                    rig,
+                    original[:num_main],
+                    confidence[:num_main],
+                    labels[:num_main],
+                    config=mv_config,
+                )
+                if cfg.label3d_weight:
+                    terms["label3d"] = mv["label"]
+                    total = total + cfg.label3d_weight * mv["label"]
+                if cfg.consistency_weight:
+                    terms["consistency"] = mv["consistency"]
+                    total = total + cfg.consistency_weight * mv["consistency"]
+                points_3d.append(mv["points"])
+                valid_3d.append(mv["ncams"] >= 2)
+            if num_clip_frames:
+                clip = multiview_losses(
+                    rig,
+                    original[num_main:],
+                    confidence[num_main:],
+                    labels[num_main:],
+                    config=clip_config,
+                )
+                clip_shape = (cfg.clips_per_batch, cfg.clip_length)
+                terms["temporal"], _ = temporal_loss(
+                    clip["points"].reshape(*clip_shape, *clip["points"].shape[1:]),
+                    (clip["ncams"] >= 2).reshape(*clip_shape, -1),
+                    huber_mm=float(cfg.temporal_huber_mm),
+                )
+                total = total + cfg.temporal_weight * terms["temporal"]
+                points_3d.append(clip["points"])
+                valid_3d.append(clip["ncams"] >= 2)
+            if cfg.limb_weight:
+                terms["limb"], _ = limb_loss(
+                    jnp.concatenate(points_3d),
+                    jnp.concatenate(valid_3d),
+                    bones,
+                    reference=bone_lengths,
+                    huber_mm=float(cfg.limb_huber_mm),
+                )
+                total = total + cfg.limb_weight * terms["limb"]
         if delta is not None and prior_weight:
             rig = _apply_delta(reference, delta, sigma)
             terms["camera_prior"] = camera_prior(rig, reference, sigma=sigma)
@@ -829,8 +1134,12 @@ def _check_resumable(run: Path, cfg: MultiViewTrainConfig) -> None:
         return
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     new = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))
+    # An option the interrupted run's file lacks (added since) had its default value.
+    defaults = yaml.safe_load(yaml.safe_dump(MultiViewTrainConfig(project="", out="").to_dict()))
     changed = sorted(
-        k for k in set(old) | set(new) if k not in _RESUMABLE and old.get(k) != new.get(k)
+        k
+        for k in set(old) | set(new)
+        if k not in _RESUMABLE and old.get(k, defaults.get(k)) != new.get(k)
     )
     if changed:
         raise MultiViewError(
@@ -875,11 +1184,17 @@ def train_multiview(cfg: MultiViewTrainConfig, *, stop_after: int | None = None)
 
     _validate(cfg)
     project = load_multiview_project(cfg.project, calibration=cfg.calibration)
+    bones = _bone_indices(cfg, project)
+    bone_lengths = None
+    if cfg.limb_weight and cfg.limb_reference == "labels":
+        bone_lengths = labelled_bone_lengths(project, bones)
     pool = _make_pool(cfg, project)
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
-    num_frames = cfg.batch_frames + (
-        cfg.unlabelled_frames_per_batch if len(pool.unlabelled_frames) else 0
+    num_frames = (
+        cfg.batch_frames
+        + (cfg.unlabelled_frames_per_batch if len(pool.unlabelled_frames) else 0)
+        + cfg.num_clip_frames()
     )
     num_cameras = len(project.camera_names)
 
@@ -930,12 +1245,15 @@ def train_multiview(cfg: MultiViewTrainConfig, *, stop_after: int | None = None)
     )
 
     step_fn = make_multiview_step(
-        graphdef, optimizer, camera_optimizer, cfg, num_frames=num_frames, num_cameras=num_cameras
-    )
+        graphdef, optimizer, camera_optimizer, cfg, num_frames=num_frames,
+        num_cameras=num_cameras, bones=bones, bone_lengths=bone_lengths,
+    )  # fmt: skip
     end = cfg.steps if stop_after is None else min(cfg.steps, int(stop_after))
     term_names = [k for k, v in cfg.loss.items() if float(v["weight"]) != 0]
     term_names += [n for n, w in (("label3d", cfg.label3d_weight),
-                                  ("consistency", cfg.consistency_weight)) if w]  # fmt: skip
+                                  ("consistency", cfg.consistency_weight),
+                                  ("temporal", cfg.temporal_weight),
+                                  ("limb", cfg.limb_weight)) if w]  # fmt: skip
     if cfg.train_cameras and cfg.camera_prior_weight:
         term_names.append("camera_prior")
     columns = ["loss", *term_names, "lr", "grad_norm", "step_time_s", "wall_time_s"]
@@ -1028,6 +1346,14 @@ def train_multiview(cfg: MultiViewTrainConfig, *, stop_after: int | None = None)
             "num_labelled_frames": len(project.frames),
             "num_unlabelled_frames": len(pool.unlabelled_frames),
         }
+        if cfg.temporal_weight:
+            summary["num_clips"] = len(pool.clip_frames)
+        if cfg.limb_weight:
+            summary["bones"] = [[project.bodyparts[a], project.bodyparts[b]] for a, b in bones]
+            if bone_lengths is not None:
+                summary["bone_lengths_labels"] = [
+                    None if not np.isfinite(v) else float(v) for v in bone_lengths
+                ]
         atomic_write_text(run / "train_summary.json", json.dumps(summary, indent=1) + "\n")
     model = nnx.merge(graphdef, params, rest)
     return MultiViewResult(run, step, start, tuple(history), wall, calibration, model)

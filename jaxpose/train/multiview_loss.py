@@ -15,6 +15,17 @@ Both are robust (Huber in px) and confidence-weighted; a view whose confidence i
 `min_confidence` or whose prediction is NaN takes no part. The cameras can be trained too: the
 rig is an argument like any other, and `camera_prior` pulls its parameters toward the board
 calibration.
+
+Two optional terms act on the triangulated 3D points themselves (world units, mm here):
+
+* **temporal** (:func:`temporal_loss`): clips of consecutive video frames should move smoothly,
+  so the acceleration (second difference in time) of every keypoint is penalised.
+* **limb** (:func:`limb_loss`): a bone keeps its length, so every frame's length of a bone is
+  pulled toward that bone's length over the batch (or a given reference length).
+
+Both take points with a validity mask (a point triangulated from >= 2 views) and return the mean
+penalty over the contributing terms with their count, so that they can be weighed like the
+others; invalid or NaN points neither contribute nor receive gradient.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from jax import Array
 from jaxpose.geometry.camera import Camera, project_rig
 from jaxpose.triangulation.api import triangulate
 
-__all__ = ["MultiViewLossConfig", "multiview_losses", "camera_prior"]
+__all__ = ["MultiViewLossConfig", "camera_prior", "limb_loss", "multiview_losses", "temporal_loss"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,3 +157,101 @@ def camera_prior(rig: Camera, reference: Camera, *, sigma: dict[str, float]) -> 
         d = (jnp.asarray(getattr(rig, name)) - jnp.asarray(getattr(reference, name))) / s
         total = total + 0.5 * jnp.sum(d**2)
     return total
+
+
+def _usable(points_3d: Array, valid: Array) -> tuple[Array, Array]:
+    """``(points with invalid entries zeroed, mask)``: a point counts when it is marked valid
+    and finite; zeroing before any arithmetic keeps NaN out of values and gradients."""
+    ok = valid & jnp.all(jnp.isfinite(points_3d), -1)
+    return jnp.where(ok[..., None], points_3d, 0.0), ok
+
+
+def temporal_loss(points_3d: Array, valid: Array, *, huber_mm: float = 2.0) -> tuple[Array, Array]:
+    """Temporal smoothness of clips: a robust penalty on each keypoint's acceleration.
+
+    The acceleration of keypoint ``k`` at frame ``t`` of a clip is the second difference
+    ``x[t+1] - 2 x[t] + x[t-1]`` (world units per frame^2, so its scale depends on the frame
+    rate); its length is penalised with Huber (quadratic below ``huber_mm``, linear above, so
+    a fast movement or a rare bad triangulation does not dominate). Constant-velocity motion
+    costs nothing. A second difference counts only where the keypoint is valid in all three
+    frames.
+
+    Args:
+        points_3d: (clip, T, kpt, 3) triangulated points of clips of T >= 3 consecutive frames.
+        valid: (clip, T, kpt) bool, e.g. triangulated from >= 2 views; NaN points are invalid
+            whatever the mask says.
+        huber_mm: robust scale in world units (mm).
+
+    Returns:
+        ``(loss, count)``: the mean penalty over the contributing second differences (0 when
+        none contribute) and their number.
+    """
+    if points_3d.ndim != 4 or points_3d.shape[-1] != 3:
+        raise ValueError(f"points_3d must be (clip, T, kpt, 3), got {points_3d.shape}")
+    if points_3d.shape[1] < 3:
+        raise ValueError(
+            f"clips need at least 3 frames for a second difference, got T={points_3d.shape[1]}"
+        )
+    if valid.shape != points_3d.shape[:-1]:
+        raise ValueError(f"valid {valid.shape} must be points_3d's shape {points_3d.shape[:-1]}")
+    x, ok = _usable(points_3d, valid)
+    acceleration = x[:, 2:] - 2.0 * x[:, 1:-1] + x[:, :-2]  # (clip, T-2, kpt, 3)
+    counted = ok[:, 2:] & ok[:, 1:-1] & ok[:, :-2]
+    penalty = _huber(_distance(acceleration, 0.0), huber_mm)
+    count = jnp.sum(counted)
+    return jnp.sum(jnp.where(counted, penalty, 0.0)) / jnp.maximum(count, 1), count
+
+
+def limb_loss(
+    points_3d: Array,
+    valid: Array,
+    bones: Array,
+    *,
+    reference: Array | None = None,
+    huber_mm: float = 2.0,
+) -> tuple[Array, Array]:
+    """Limb-length consistency: each bone should have one length in every frame.
+
+    Every frame's length of a bone is compared with that bone's centre and the deviation is
+    penalised with Huber. The centre is, per bone, ``reference`` where it is given and finite
+    (e.g. bone lengths of the triangulated labels), else the median of the bone's valid lengths
+    over all frames given (the batch). The median rather than the mean, so that one badly
+    triangulated frame early in training does not drag every other frame's target; and it is a
+    constant (``stop_gradient``): the term pulls each frame toward the others, not the centre
+    toward a frame. A bone valid in a single frame of the batch and without a reference has no
+    information and does not contribute.
+
+    Args:
+        points_3d: (*frame, kpt, 3) triangulated points (any leading frame axes).
+        valid: (*frame, kpt) bool; NaN points are invalid whatever the mask says.
+        bones: (bone, 2) int keypoint indices (static: a NumPy array or a list of pairs).
+        reference: (bone,) reference lengths in world units, NaN = use the batch median.
+        huber_mm: robust scale in world units (mm).
+
+    Returns:
+        ``(loss, count)``: the mean penalty over the contributing (frame, bone) lengths (0 when
+        none contribute) and their number.
+    """
+    bones = jnp.asarray(bones, jnp.int32).reshape(-1, 2)
+    if points_3d.ndim < 2 or points_3d.shape[-1] != 3:
+        raise ValueError(f"points_3d must be (*frame, kpt, 3), got {points_3d.shape}")
+    if valid.shape != points_3d.shape[:-1]:
+        raise ValueError(f"valid {valid.shape} must be points_3d's shape {points_3d.shape[:-1]}")
+    num_keypoints = points_3d.shape[-2]
+    x, ok = _usable(points_3d.reshape(-1, num_keypoints, 3), valid.reshape(-1, num_keypoints))
+    lengths = _distance(x[:, bones[:, 0]], x[:, bones[:, 1]])  # (frame, bone)
+    both = ok[:, bones[:, 0]] & ok[:, bones[:, 1]]
+    median = jnp.nanmedian(jnp.where(both, lengths, jnp.nan), axis=0)  # (bone,), NaN if none
+    enough = jnp.sum(both, 0) >= 2
+    if reference is not None:
+        reference = jnp.asarray(reference, lengths.dtype).reshape(-1)
+        if reference.shape != (bones.shape[0],):
+            raise ValueError(f"reference {reference.shape} must have one length per bone")
+        given = jnp.isfinite(reference)
+        median = jnp.where(given, reference, median)
+        enough = enough | given
+    centre = jax.lax.stop_gradient(jnp.where(enough, median, 0.0))
+    counted = both & enough[None, :]
+    penalty = _huber(jnp.abs(lengths - centre), huber_mm)
+    count = jnp.sum(counted)
+    return jnp.sum(jnp.where(counted, penalty, 0.0)) / jnp.maximum(count, 1), count
