@@ -616,3 +616,31 @@ def test_every_config_group_composes_to_a_valid_training_config():
                 # the loss group follows the head: offsets are trained iff the head has them
                 assert (c.loss["locref"]["weight"] > 0) == bool(c.head["locref"]), choice
                 assert c.loss["locref"]["std"] == c.head["locref_std"]
+
+
+def test_bn_recalibration_makes_eval_mode_match_batch_statistics():
+    """Precise BN: after recalibrating on one batch, eval mode (running statistics) computes
+    what train mode (that batch's statistics) does; stale statistics do not. The batch norm of
+    a nearly constant channel is where a lag in the running mean turns into garbage."""
+    from jaxpose.models import build_posenet
+
+    model = build_posenet(
+        backbone={"name": "small_cnn", "pretrained": False},
+        head={"name": "heatmap", "channels": 16},
+        num_keypoints=3,
+        rngs=nnx.Rngs(0),
+    )
+    graphdef, params, rest = trainer_module.split_model(model)
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.normal(2.0, 3.0, (4, 64, 64, 3)).astype(np.float32))
+    train_mode = model(images, train=True)["heatmap"]  # also moves the running stats a little
+    stale = nnx.merge(graphdef, params, rest)(images, train=False)["heatmap"]
+    assert float(jnp.abs(stale - train_mode).max()) > 0.1
+
+    recalibrate = trainer_module.make_bn_recalibration(graphdef, params, rest, freeze_bn=False)
+    new_rest = recalibrate(params, rest, [images])
+    eval_mode = nnx.merge(graphdef, params, new_rest)(images, train=False)["heatmap"]
+    np.testing.assert_allclose(np.asarray(eval_mode), np.asarray(train_mode), atol=2e-3)
+    # the caller's state is not changed in place
+    again = nnx.merge(graphdef, params, rest)(images, train=False)["heatmap"]
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(stale))

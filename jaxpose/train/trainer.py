@@ -113,6 +113,12 @@ class TrainOptions:
         freeze_bn: ``'auto'`` (freeze when the backbone is pretrained), ``true`` or ``false``.
             Frozen: the backbone's batch norm uses its stored statistics and does not update
             them. Tiny pose batches give noisy batch statistics that spoil ImageNet ones.
+        bn_recalibration_batches: before every checkpoint, replace the running batch-norm
+            statistics of the layers that train in batch mode by their average over this many
+            eval-mode batches of the training frames at the current weights ("precise BN";
+            0 = off). The running averages lag the weights, and a channel the network has made
+            nearly constant has a tiny variance, so a small lag in its mean becomes a large
+            error in eval mode: a network that trains well can then predict garbage.
         checkpoint_every: save every this many steps (and always at the last step).
         max_to_keep: newest checkpoints kept.
         log_every: refresh the progress bar's loss and flush the metrics every this many steps.
@@ -132,6 +138,7 @@ class TrainOptions:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     freeze_bn: bool | str = "auto"
+    bn_recalibration_batches: int = 8
     checkpoint_every: int = 500
     max_to_keep: int = 3
     log_every: int = 10
@@ -296,6 +303,10 @@ def _validate(cfg: TrainConfig) -> None:
         problems.append("train.checkpoint_every and train.log_every must be >= 1")
     if t.lr <= 0:
         problems.append(f"train.lr={t.lr} must be positive")
+    if int(t.bn_recalibration_batches) < 0:
+        problems.append(
+            f"train.bn_recalibration_batches={t.bn_recalibration_batches} must be >= 0 (0 = off)"
+        )
     if str(t.freeze_bn).lower() not in ("auto", "true", "false"):
         problems.append(f"train.freeze_bn={t.freeze_bn!r} must be auto, true or false")
     if problems:
@@ -418,6 +429,45 @@ def make_train_step(
         return params, rest, opt_state, metrics
 
     return train_step
+
+
+def make_bn_recalibration(
+    graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, *, freeze_bn: bool
+) -> Callable:
+    """``recalibrate(params, rest, batches) -> rest`` with precise batch-norm statistics.
+
+    Every batch-norm layer that runs in batch mode during training (the head's; the backbone's
+    too unless ``freeze_bn``) gets as running mean and variance the average, over ``batches``
+    (an iterable of ``(B, S, S, 3)`` normalised images), of the batch statistics at the current
+    weights. Layers in eval mode during training keep theirs. Parameters are not touched.
+    ``params`` and ``rest`` only serve to build the model once (their values are not kept).
+    """
+    template = nnx.merge(graphdef, params, rest)
+    for _, module in nnx.iter_modules(template):
+        if isinstance(module, nnx.BatchNorm):
+            module.momentum = 0.0  # running statistics := this batch's statistics
+    graphdef_now = nnx.graphdef(template)
+
+    @jax.jit
+    def batch_statistics(params, rest, images):
+        model = nnx.merge(graphdef_now, params, jax.tree.map(lambda x: x, rest))
+        _forward(model, images, freeze_bn=freeze_bn)
+        return nnx.state(model, nnx.BatchStat)
+
+    def recalibrate(params, rest, batches) -> nnx.State:
+        total, count = None, 0
+        for images in batches:
+            stats = batch_statistics(params, rest, images)
+            total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+            count += 1
+        if not count:
+            return rest
+        # Fresh Variables: merging may adopt the state's own Variables, which the caller keeps.
+        model = nnx.merge(graphdef, params, jax.tree.map(lambda x: x, rest))
+        nnx.update(model, jax.tree.map(lambda x: x / count, total))
+        return split_model(model)[2]
+
+    return recalibrate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,6 +741,27 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, stop_after: int | None = None
     train_step = make_train_step(
         graphdef, optimizer, loss_config=cfg.loss, freeze_bn=_freeze_bn(cfg)
     )
+    recalibrate = None
+    if opts.bn_recalibration_batches > 0:
+        recalibrate = make_bn_recalibration(graphdef, params, rest, freeze_bn=_freeze_bn(cfg))
+
+    def recalibration_images():
+        """The first training frames in eval mode (no randomness: a resumed run recalibrates
+        exactly as an uninterrupted one)."""
+        n = min(len(data.train_set), opts.bn_recalibration_batches * opts.batch_size)
+        n = n - n % opts.batch_size if n >= opts.batch_size else n  # one batch shape: one trace
+        return (
+            b["image"]
+            for b in Batches(
+                data.train_set.subset(np.arange(n)) if n < len(data.train_set) else data.train_set,
+                data.augmenter,
+                opts.batch_size,
+                cfg.seed,
+                train=False,
+                workers=0,
+            )
+        )
+
     # Batch k is a pure function of (seed, k): starting the stream at `start` resumes it.
     batches = Batches(
         data.train_set,
@@ -759,6 +830,8 @@ def train(cfg: TrainConfig | Mapping[str, Any], *, stop_after: int | None = None
             if step % opts.log_every == 0 or step == end:
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}", img_s=f"{opts.batch_size / dt:.1f}")
             if step % opts.checkpoint_every == 0 or step == end:
+                if recalibrate is not None:
+                    rest = recalibrate(params, rest, recalibration_images())
                 # Copies: the next step donates (overwrites) the live buffers while orbax
                 # may still be writing these in the background.
                 saved_params, saved_rest, saved_opt = _copy_tree((params, rest, opt_state))
