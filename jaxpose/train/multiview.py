@@ -83,7 +83,7 @@ from jaxpose.train.multiview_loss import (
     multiview_losses,
     temporal_loss,
 )
-from jaxpose.train.trainer import TrainOptions, make_optimizer
+from jaxpose.train.trainer import TrainOptions, make_bn_recalibration, make_optimizer
 
 __all__ = [
     "MultiViewError",
@@ -385,6 +385,10 @@ class MultiViewTrainConfig:
         augment: ``rotation`` (deg), ``scale`` (max relative zoom), ``translate`` (fraction of
             the input side), ``brightness``, ``contrast``, ``noise_std`` (fractions).
         seed: initialisation, batch choice and augmentation.
+        bn_recalibration_batches: before every checkpoint, the batch-norm running statistics
+            become their average over this many un-augmented batches at the current weights
+            (precise BN, as ``train.bn_recalibration_batches`` of the single-view trainer;
+            0 = off).
         checkpoint_every, max_to_keep, log_every, resume, progress, tensorboard, workers:
             bookkeeping as in the single-view trainer (``workers``: 0 builds batches in the
             training thread, 1 prefetches the next batch in a background thread).
@@ -441,6 +445,7 @@ class MultiViewTrainConfig:
         }
     )
     seed: int = 0
+    bn_recalibration_batches: int = 4
     checkpoint_every: int = 500
     max_to_keep: int = 2
     log_every: int = 10
@@ -493,6 +498,8 @@ def _validate(cfg: MultiViewTrainConfig) -> None:
     problems = []
     if cfg.steps < 1 or not 0 <= cfg.warmup_steps < cfg.steps:
         problems.append(f"steps={cfg.steps} >= 1 and warmup_steps={cfg.warmup_steps} < steps")
+    if cfg.bn_recalibration_batches < 0:
+        problems.append(f"bn_recalibration_batches={cfg.bn_recalibration_batches} must be >= 0")
     if cfg.batch_frames < 1 or cfg.unlabelled_frames_per_batch < 0:
         problems.append("batch_frames must be >= 1 and unlabelled_frames_per_batch >= 0")
     if not cfg.scale_factor > 0:
@@ -1248,6 +1255,16 @@ def train_multiview(cfg: MultiViewTrainConfig, *, stop_after: int | None = None)
         graphdef, optimizer, camera_optimizer, cfg, num_frames=num_frames,
         num_cameras=num_cameras, bones=bones, bone_lengths=bone_lengths,
     )  # fmt: skip
+    recalibrate = None
+    if cfg.bn_recalibration_batches > 0:
+        recalibrate = make_bn_recalibration(graphdef, params, rest, freeze_bn=False)
+
+    def recalibration_images():
+        # Batches from a stream the training never draws (steps from 10**9 on): no randomness
+        # shared with training, the same for a resumed run as for an uninterrupted one.
+        for k in range(cfg.bn_recalibration_batches):
+            yield make_batch(pool, cfg, 10**9 + k, train=False)["image"]
+
     end = cfg.steps if stop_after is None else min(cfg.steps, int(stop_after))
     term_names = [k for k, v in cfg.loss.items() if float(v["weight"]) != 0]
     term_names += [n for n, w in (("label3d", cfg.label3d_weight),
@@ -1318,6 +1335,8 @@ def train_multiview(cfg: MultiViewTrainConfig, *, stop_after: int | None = None)
             if step % cfg.log_every == 0 or step == end:
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}")
             if step % cfg.checkpoint_every == 0 or step == end:
+                if recalibrate is not None:
+                    rest = recalibrate(params, rest, recalibration_images())
                 p, r, o = _copy_tree((params, rest, opt_state))
                 save_checkpoint(
                     manager, step, params=p, rest=r, opt_state=o, metadata=metadata(step)
