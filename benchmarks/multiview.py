@@ -120,6 +120,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="a,b,c")
     parser.add_argument("--cameras", type=int, default=4, help="cameras in the rendered rig")
+    parser.add_argument("--temporal-weight", type=float, default=0.01, help="run d's temporal term")
+    parser.add_argument("--limb-weight", type=float, default=0.01, help="run d's limb term")
     args = parser.parse_args()
     if args.cameras < 2:
         parser.error("--cameras must be at least 2")
@@ -179,16 +181,21 @@ def main() -> None:
         # reprojection errors (tens of px at huber_px 4).
         "d_joint_temporal_limb": dict(
             unlabelled_frames_per_batch=2,
-            temporal_weight=0.01,
+            temporal_weight=args.temporal_weight,
             clip_length=3,
             clips_per_batch=1,
-            limb_weight=0.01,
+            limb_weight=args.limb_weight,
         ),
     }
     wanted = {r.strip() for r in args.runs.split(",")}
     results = {
         "command": f"python benchmarks/multiview.py --steps {args.steps} --runs {args.runs} "
-        f"--cameras {args.cameras}",
+        f"--cameras {args.cameras}"
+        + (
+            f" --temporal-weight {args.temporal_weight:g} --limb-weight {args.limb_weight:g}"
+            if "d" in args.runs
+            else ""
+        ),
         "study": {
             "seed": args.seed,
             "cameras": names,
@@ -224,7 +231,7 @@ def main() -> None:
             truth_cal,
             args.render_scale,
         )
-        entry |= {"train_s": train_s, "final": result.metrics[-1]}
+        entry |= {"train_s": train_s, "final": result.metrics[-1], "options": options}
         if cfg.train_cameras:
             entry["camera_errors_before"] = calibration_errors(perturbed, truth_cal)
             entry["camera_errors_after"] = calibration_errors(result.calibration, truth_cal)

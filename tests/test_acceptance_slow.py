@@ -35,12 +35,13 @@ def test_dlc_openfield_pretrained_efficientnet_reaches_3_5_px(tmp_path):
 def test_lp_mirror_mouse_and_dlc_reaching_train_and_evaluate(tmp_path):
     """Issue 4: a single-channel two-view set and a set of mixed frame sizes with missing labels
     train with no special case (about 18 minutes here). Measured: lp-mirror-mouse test median
-    3.9 px, mean 11.7 px (top-view paws fail); dlc-reaching median 6.6 px, mean above the
-    confidence cut-off 7.7 px (the rarely labelled Tongue is missed). The bounds are about twice
-    those: a run that does not learn (tens of px) fails."""
+    3.9 px, 4.3 px mean above the confidence cut-off on 64 % of the points (the side view's paws
+    fail, with low confidence); dlc-reaching median 6.7 px, 6.3 px mean above the cut-off on
+    78 % (the rarely labelled Tongue is missed). The bounds are about twice those: a run that
+    does not learn (tens of px, or confidence nowhere) fails."""
     data_path("lp-mirror-mouse")
     data_path("dlc-reaching")
     for experiment in ("lp_mirror_mouse", "dlc_reaching"):
         test = _train_and_evaluate(experiment, tmp_path / experiment)["test"]
         assert test["median_px"] < 12.0, (experiment, test)
-        assert test["mean_above_cutoff_px"] < 15.0 and test["fraction_above_cutoff"] > 0.6, test
+        assert test["mean_above_cutoff_px"] < 12.0 and test["fraction_above_cutoff"] > 0.4, test
