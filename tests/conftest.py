@@ -50,3 +50,14 @@ def run_benchmark(script: str, *args: str, timeout: float = 300):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. A whole-suite run holds thousands of
+    XLA:CPU executables, each with its own code mappings; late in the run compiling one more
+    crashed the process (segfault or abort in XLA), while each file alone passes."""
+    yield
+    import jax
+
+    jax.clear_caches()
