@@ -55,40 +55,30 @@ Results go to a JSON file (--out). Usage:
 
 from __future__ import annotations
 
+from _bench import REPO, run_meta, warn_if_busy  # first: threads, compile cache, sys.path
+
+# isort: split
+
+import argparse
+import json
 import os
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# Before NumPy/JAX load: OpenBLAS threads fight XLA's pool on a 2-core machine, and a persistent
-# compilation cache makes re-runs cheap (see shared/CPU-PERF.md).
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+import cv2
+import jax
+import numpy as np
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import cv2  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-if str(REPO) not in sys.path:  # `python benchmarks/calibration.py` from a plain checkout
-    sys.path.insert(0, str(REPO))
-
-from jaxpose.calibration.bundle_adjust import (  # noqa: E402
+from jaxpose.calibration.bundle_adjust import (
     SLOT,
     BundleAdjustOptions,
     cameras_to_vectors,
     vectors_to_rig,
 )
-from jaxpose.calibration.calibrate import calibrate  # noqa: E402
-from jaxpose.calibration.init import initialise  # noqa: E402
-from jaxpose.synth import Board, board_observations, make_rig, project_points  # noqa: E402
-from jaxpose.synth.board import calibration_session  # noqa: E402
+from jaxpose.calibration.calibrate import calibrate
+from jaxpose.calibration.init import initialise
+from jaxpose.synth import Board, board_observations, make_rig, project_points
+from jaxpose.synth.board import calibration_session
 
 BOARD = Board(
     kind="charuco", squares=(10, 7), square_mm=30.0, marker_mm=22.0, dictionary="DICT_4X4_250"
@@ -507,12 +497,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--repeats must be >= 1")
 
     started = time.perf_counter()
-    load_start = os.getloadavg()
-    if load_start[0] > 0.5:
-        print(
-            f"warning: load average {load_start[0]:.1f} at the start: other processes share "
-            f"these {os.cpu_count()} cores, so times will be high and noisy"
-        )
+    load_start = warn_if_busy("times will be high")
     print(
         f"jaxpose calibration benchmark: jax {jax.__version__} on {jax.devices()[0].platform}; "
         f"OpenCV {cv2.__version__}, NumPy {np.__version__}; {os.cpu_count()} CPU cores"
@@ -538,15 +523,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = dict(
         benchmark="calibration",
         meta=dict(
-            date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-            jax=jax.__version__,
-            backend=jax.devices()[0].platform,
-            numpy=np.__version__,
+            **run_meta(argv),
             opencv=cv2.__version__,
-            python=platform.python_version(),
-            machine=platform.platform(),
-            cpu_count=os.cpu_count(),
             repeats=args.repeats,
             notes=(
                 "wall_s is the median of `repeats` runs after a first (compiling) call; jaxpose "

@@ -12,30 +12,27 @@ with the same inputs agree to 1e-6.
 
 from __future__ import annotations
 
-import os
+import _bench  # noqa: F401  first: threads, compile cache, sys.path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# isort: split
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from jaxpose.calibration.board import Board  # noqa: E402
-from jaxpose.calibration.calibrate import calibrate  # noqa: E402
-from jaxpose.calibration.detect import detect_cameras, stack_detections  # noqa: E402
-from jaxpose.calibration.evaluate import calibration_errors  # noqa: E402
-from jaxpose.geometry.camera import stack_cameras  # noqa: E402
-from jaxpose.io.calibration import Calibration  # noqa: E402
-from jaxpose.synth import make_rig  # noqa: E402
-from jaxpose.synth.board import calibration_session  # noqa: E402
-from jaxpose.synth.render import scale_camera, write_board_images  # noqa: E402
+from jaxpose.calibration.board import Board
+from jaxpose.calibration.calibrate import calibrate
+from jaxpose.calibration.detect import detect_cameras, stack_detections
+from jaxpose.calibration.evaluate import calibration_errors
+from jaxpose.geometry.camera import stack_cameras
+from jaxpose.io.calibration import Calibration
+from jaxpose.synth import make_rig
+from jaxpose.synth.board import calibration_session
+from jaxpose.synth.render import scale_camera, write_board_images
 
 BOARD = Board(
     kind="charuco", squares=(10, 7), square_mm=30.0, marker_mm=22.0, dictionary="DICT_4X4_250"

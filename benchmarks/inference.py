@@ -33,38 +33,29 @@ Usage:
 
 from __future__ import annotations
 
+from _bench import REPO, run_meta, warn_if_busy  # first: threads, compile cache, sys.path
+
+# isort: split
+
+import argparse
+import functools
+import json
 import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# Before NumPy/JAX load: OpenBLAS threads fight XLA's pool on a 2-core machine, and a persistent
-# compilation cache makes re-runs cheap (see shared/CPU-PERF.md).
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+import cv2
+import jax
+import numpy as np
+from flax import nnx
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import functools  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import cv2  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-
-if str(REPO) not in sys.path:  # `python benchmarks/inference.py` from a plain checkout
-    sys.path.insert(0, str(REPO))
-
-from jaxpose.models import BACKBONES, build_posenet, param_count  # noqa: E402
-from jaxpose.train.evaluate import FullFramePredictor  # noqa: E402
-from jaxpose.train.inference import Predictor  # noqa: E402
+from jaxpose.models import BACKBONES, build_posenet, param_count
+from jaxpose.train.evaluate import FullFramePredictor
+from jaxpose.train.inference import Predictor
 
 NUM_KEYPOINTS = 12
 ONEDNN_FLAG = "--xla_cpu_use_onednn=true"
@@ -216,16 +207,11 @@ def main(argv: list[str] | None = None) -> dict:
         args.width, args.height, args.batch, args.repeats = 160, 128, 2, 1
 
     started = time.perf_counter()
-    load_start = os.getloadavg()
+    load_start = os.getloadavg() if args.child else warn_if_busy("rates will be low")
     variant = "onednn" if ONEDNN_FLAG in os.environ.get("XLA_FLAGS", "") else "default"
     frames = synthetic_frames(args.batch, args.width, args.height)
     baselines = []
     if not args.child:
-        if load_start[0] > 0.5:
-            print(
-                f"warning: load average {load_start[0]:.1f} at the start: other processes share "
-                f"these {os.cpu_count()} cores, so rates will be low and noisy"
-            )
         print(
             f"jaxpose inference benchmark: jax {jax.__version__} on {jax.devices()[0].platform}, "
             f"float32; OpenCV {cv2.__version__}; {os.cpu_count()} CPU cores; "
@@ -270,15 +256,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = dict(
         benchmark="inference",
         meta=dict(
-            date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            command=" ".join([Path(sys.argv[0]).name, *argv]),
-            jax=jax.__version__,
-            backend=jax.devices()[0].platform,
-            numpy=np.__version__,
+            **run_meta(argv),
             opencv=cv2.__version__,
-            python=platform.python_version(),
-            machine=platform.platform(),
-            cpu_count=os.cpu_count(),
             xla_flags=os.environ.get("XLA_FLAGS", ""),
             dtype="float32",
             repeats=args.repeats,

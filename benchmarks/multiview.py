@@ -23,31 +23,32 @@ than 4); ``benchmarks/reconstruction.py``'s sweep table lists the rows of every 
 
 from __future__ import annotations
 
+import _bench  # noqa: F401  first: threads, compile cache, sys.path
+
+# isort: split
+
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxpose.calibration.evaluate import calibration_errors  # noqa: E402
-from jaxpose.io.calibration import Calibration, load_calibration, save_calibration  # noqa: E402
-from jaxpose.metrics3d import reconstruction_metrics  # noqa: E402
-from jaxpose.synth.animal import render_study_videos, write_labelled_frames  # noqa: E402
-from jaxpose.synth.study import make_study  # noqa: E402
-from jaxpose.train.multiview import (  # noqa: E402
+from jaxpose.calibration.evaluate import calibration_errors
+from jaxpose.io.calibration import Calibration, load_calibration, save_calibration
+from jaxpose.metrics3d import reconstruction_metrics
+from jaxpose.synth.animal import render_study_videos, write_labelled_frames
+from jaxpose.synth.study import make_study
+from jaxpose.train.multiview import (
     MultiViewTrainConfig,
     predict_frames,
     read_video_frames,
     train_multiview,
 )
-from jaxpose.triangulation import triangulate_frames  # noqa: E402
+from jaxpose.triangulation import triangulate_frames
 
 RESULTS = Path(__file__).parent / "results" / "multiview.json"
 

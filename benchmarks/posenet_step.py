@@ -11,6 +11,10 @@ one warm-up, and the minimum and median are reported.
 
 from __future__ import annotations
 
+import _bench  # noqa: F401  first: threads, compile cache, sys.path
+
+# isort: split
+
 import argparse
 import json
 import os
@@ -18,18 +22,12 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".jax_cache")
-)
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
-
-from jaxpose.models import build_posenet, param_count  # noqa: E402
+from jaxpose.models import build_posenet, param_count
 
 
 def make_step(model: nnx.Module):

@@ -65,42 +65,33 @@ Usage:
 
 from __future__ import annotations
 
+from _bench import REPO, run_meta, warn_if_busy  # first: threads, compile cache, sys.path
+
+# isort: split
+
+import argparse
+import dataclasses
+import json
+import math
 import os
+import sys
+import time
+import warnings
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# Before NumPy/JAX load: OpenBLAS threads fight XLA's pool on a 2-core machine, and a persistent
-# compilation cache makes re-runs cheap (see shared/CPU-PERF.md).
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy
+import scipy.sparse
+from scipy.optimize import least_squares
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-
-import cv2  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import scipy  # noqa: E402
-import scipy.sparse  # noqa: E402
-from scipy.optimize import least_squares  # noqa: E402
-
-if str(REPO) not in sys.path:  # `python benchmarks/reconstruction.py` from a plain checkout
-    sys.path.insert(0, str(REPO))
-
-from jaxpose.geometry import Camera, project_rig  # noqa: E402
-from jaxpose.io.atomic import atomic_write_text  # noqa: E402
-from jaxpose.synth import make_study  # noqa: E402
-from jaxpose.triangulation import triangulate_frames  # noqa: E402
-from jaxpose.triangulation.spatiotemporal import (  # noqa: E402
+from jaxpose.geometry import Camera, project_rig
+from jaxpose.io.atomic import atomic_write_text
+from jaxpose.synth import make_study
+from jaxpose.triangulation import triangulate_frames
+from jaxpose.triangulation.spatiotemporal import (
     SpatiotemporalConfig,
     estimate_bone_lengths,
     fill_gaps,
@@ -1024,12 +1015,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--sweep-cameras must be >= 2 and --sweep-noise >= 0")
 
     started = time.perf_counter()
-    load_start = os.getloadavg()
-    if load_start[0] > 0.5:
-        print(
-            f"warning: load average {load_start[0]:.1f} at the start: other processes share "
-            f"these {os.cpu_count()} cores, so times will be high and noisy"
-        )
+    load_start = warn_if_busy("times will be high")
     print(
         f"jaxpose reconstruction benchmark: jax {jax.__version__} on "
         f"{jax.devices()[0].platform}, float32; SciPy {scipy.__version__}, NumPy "
@@ -1056,15 +1042,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = dict(
         benchmark="reconstruction",
         meta=dict(
-            date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-            jax=jax.__version__,
-            backend=jax.devices()[0].platform,
-            numpy=np.__version__,
+            **run_meta(argv),
             scipy=scipy.__version__,
-            python=platform.python_version(),
-            machine=platform.platform(),
-            cpu_count=os.cpu_count(),
             dtype="float32 (jaxpose); float64 (SciPy baseline)",
             repeats=args.repeats,
             notes=(

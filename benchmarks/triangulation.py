@@ -31,37 +31,27 @@ Usage:
 
 from __future__ import annotations
 
+from _bench import REPO, run_meta, warn_if_busy  # first: threads, compile cache, sys.path
+
+# isort: split
+
+import argparse
+import dataclasses
+import functools
+import itertools
+import json
 import os
+import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-# Before NumPy/JAX load: OpenBLAS threads fight XLA's pool on a 2-core machine, and a persistent
-# compilation cache makes re-runs cheap (see shared/CPU-PERF.md).
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import datetime  # noqa: E402
-import functools  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-import cv2  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-if str(REPO) not in sys.path:  # `python benchmarks/triangulation.py` from a plain checkout
-    sys.path.insert(0, str(REPO))
-
-from jaxpose.geometry import Camera, make_camera, stack_cameras  # noqa: E402
-from jaxpose.triangulation import triangulate  # noqa: E402
-from jaxpose.triangulation.core import normalized_coordinates  # noqa: E402
+from jaxpose.geometry import Camera, make_camera, stack_cameras
+from jaxpose.triangulation import triangulate
+from jaxpose.triangulation.core import normalized_coordinates
 
 JAX_METHODS = ("dlt", "robust", "refine", "robust_refine")
 BASELINE = "numpy_svd_loop"
@@ -419,12 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
     sizes = sorted(set(args.sizes))
 
     started = time.perf_counter()
-    load_start = os.getloadavg()
-    if load_start[0] > 0.5:
-        print(
-            f"warning: load average {load_start[0]:.1f} at the start: other processes share "
-            f"these {os.cpu_count()} cores, so rates will be low and noisy"
-        )
+    load_start = warn_if_busy("rates will be low")
     print(
         f"jaxpose triangulation benchmark: jax {jax.__version__} on {jax.devices()[0].platform}, "
         f"float32; OpenCV {cv2.__version__}, NumPy {np.__version__}; {os.cpu_count()} CPU cores"
@@ -457,15 +442,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = dict(
         benchmark="triangulation",
         meta=dict(
-            date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
-            jax=jax.__version__,
-            backend=jax.devices()[0].platform,
-            numpy=np.__version__,
+            **run_meta(argv),
             opencv=cv2.__version__,
-            python=platform.python_version(),
-            machine=platform.platform(),
-            cpu_count=os.cpu_count(),
             dtype="float32 (jaxpose); float64 (baselines)",
             repeats=args.repeats,
             chunk=args.chunk,
