@@ -28,6 +28,7 @@ from jaxpose.data.loader import (
 from jaxpose.data.project import (
     DatasetError,
     LabelledFrames,
+    body_part_pairs,
     image_size,
     infer_flip_pairs,
     load_dlc_project,
@@ -60,6 +61,7 @@ __all__ = [
     "DatasetError",
     "LabelledFrames",
     "image_size",
+    "body_part_pairs",
     "infer_flip_pairs",
     "load_dlc_project",
     "read_image",

@@ -181,31 +181,60 @@ def infer_flip_pairs(bodyparts: Sequence[str]) -> tuple[tuple[int, int], ...]:
     return tuple(sorted(pairs))
 
 
-def _flip_pairs(pairs, bodyparts: Sequence[str], where: str) -> tuple[tuple[int, int], ...]:
-    """Name or index pairs -> validated (i, j) index pairs, i < j; errors name `where`."""
+def body_part_pairs(
+    pairs, bodyparts: Sequence[str], *, option: str, where: str, hint: str = ""
+) -> list[tuple[int, int]]:
+    """Pairs of body parts given by name or index (bones, left/right pairs) -> index pairs.
+
+    Args:
+        pairs: ``[[a, b], ...]`` of body-part names or indices; ``None`` is no pair.
+        bodyparts: the data set's body parts, in order.
+        option: the option's name, for the errors (``"flip_pairs"``, ``"bones"``).
+        where: what holds the option (a file, a folder), for the errors.
+        hint: appended to every error message (what to fix).
+
+    Returns:
+        ``[(i, j), ...]`` in the order given.
+
+    Raises:
+        DatasetError: an entry that is not a pair, an unknown name, an index out of range, or a
+            body part paired with itself; the message names the entry, ``option`` and ``where``.
+    """
+    parts = list(bodyparts)
     out = []
     for pair in () if pairs is None else pairs:
         if isinstance(pair, str) or len(pair) != 2:
-            raise DatasetError(f"{where}: flip_pairs entry {pair!r} is not a pair [a, b]")
+            raise DatasetError(f"{where}: {option} entry {pair!r} is not a pair [a, b]{hint}")
         idx = []
         for p in pair:
             if isinstance(p, int | np.integer) and not isinstance(p, bool):
-                if not 0 <= p < len(bodyparts):
+                if not 0 <= p < len(parts):
                     raise DatasetError(
-                        f"{where}: flip_pairs index {p} is out of range for {len(bodyparts)} "
-                        f"body parts"
+                        f"{where}: {option} entry {list(pair)}: index {p} is outside the "
+                        f"{len(parts)} body parts {parts}{hint}"
                     )
                 idx.append(int(p))
-            elif str(p) in bodyparts:
-                idx.append(list(bodyparts).index(str(p)))
+            elif str(p) in parts:
+                idx.append(parts.index(str(p)))
             else:
                 raise DatasetError(
-                    f"{where}: flip_pairs name unknown body part {p!r}; the body parts are "
-                    f"{list(bodyparts)}"
+                    f"{where}: {option} entry {list(pair)} names {p!r}, not a body part; the "
+                    f"body parts are {parts}{hint}"
                 )
         if idx[0] == idx[1]:
-            raise DatasetError(f"{where}: flip_pairs pair body part {pair[0]!r} with itself")
-        out.append((min(idx), max(idx)))
+            raise DatasetError(
+                f"{where}: {option} entry {list(pair)} pairs a body part with itself{hint}"
+            )
+        out.append((idx[0], idx[1]))
+    return out
+
+
+def _flip_pairs(pairs, bodyparts: Sequence[str], where: str) -> tuple[tuple[int, int], ...]:
+    """Name or index pairs -> validated (i, j) index pairs, i < j; errors name `where`."""
+    out = [
+        (min(i, j), max(i, j))
+        for i, j in body_part_pairs(pairs, bodyparts, option="flip_pairs", where=where)
+    ]
     out = list(dict.fromkeys(out))
     used = [i for pair in out for i in pair]
     twice = sorted({bodyparts[i] for i in used if used.count(i) > 1})

@@ -68,20 +68,11 @@ class PostprocessOptions:
 def resolve_bones(
     skeleton: Sequence[Sequence[str]], bodyparts: Sequence[str]
 ) -> list[tuple[int, int]]:
-    """Bone name pairs -> index pairs; a pair naming an unknown body part is an error."""
-    index = {name: i for i, name in enumerate(bodyparts)}
-    bones = []
-    for pair in skeleton:
-        if len(pair) != 2:
-            raise ValueError(f"skeleton entry {list(pair)} must be a pair of body-part names")
-        unknown = [p for p in pair if p not in index]
-        if unknown:
-            raise ValueError(
-                f"skeleton bone {list(pair)} names {unknown}, not among the body parts "
-                f"{list(bodyparts)}"
-            )
-        bones.append((index[pair[0]], index[pair[1]]))
-    return bones
+    """Bone name pairs -> index pairs; a pair naming an unknown body part is an error
+    (a ValueError naming the bone)."""
+    from jaxpose.data.project import body_part_pairs
+
+    return body_part_pairs(skeleton, bodyparts, option="skeleton", where="the predictions")
 
 
 def find_videos(videos, names: Sequence[str]) -> dict[str, Path]:

@@ -63,6 +63,7 @@ from flax import nnx
 
 from jaxpose.data.augment import apply_affine, invert_affine, padded_size, scaled_frame_affine
 from jaxpose.data.loader import normalize_images
+from jaxpose.data.project import DatasetError, body_part_pairs
 from jaxpose.geometry.camera import Camera
 from jaxpose.io.atomic import atomic_write_text
 from jaxpose.io.calibration import Calibration, load_calibration, save_calibration
@@ -560,27 +561,12 @@ def _bone_indices(
     """
     parts = project.bodyparts
     bones = cfg.bones if cfg.bones is not None else project.skeleton
-    out = []
-    for pair in bones:
-        index = []
-        for p in pair:
-            if isinstance(p, str):
-                if p not in parts:
-                    raise MultiViewError(
-                        f"bones entry {list(pair)} names {p!r}, not a body part of "
-                        f"{project.root} (body parts: {list(parts)}); fix the bones option"
-                    )
-                index.append(parts.index(p))
-            elif 0 <= int(p) < len(parts):
-                index.append(int(p))
-            else:
-                raise MultiViewError(
-                    f"bones entry {list(pair)}: index {p} is outside the {len(parts)} body "
-                    f"parts {list(parts)}; fix the bones option"
-                )
-        if index[0] == index[1]:
-            raise MultiViewError(f"bones entry {list(pair)} joins a body part to itself")
-        out.append((index[0], index[1]))
+    try:
+        out = body_part_pairs(
+            bones, parts, option="bones", where=str(project.root), hint="; fix the bones option"
+        )
+    except DatasetError as e:
+        raise MultiViewError(str(e)) from None
     if cfg.limb_weight and not out:
         where = project.root / "config.yaml"
         raise MultiViewError(
