@@ -171,11 +171,11 @@ def main() -> None:
             unlabelled_frames_per_batch=2,
             train_cameras=True,
             calibration=str(out / "calibration_perturbed.toml"),
-            # Wider than the perturbation, and weighted like the 3D terms, so the data can move
-            # the cameras; the prior mainly fixes the gauge (the 3D terms cannot see a rigid
-            # motion or a scaling of the whole rig).
+            # Wider than the perturbation and weak, so the data move the cameras: the labels'
+            # bundle adjustment (camera_label_weight, default 1) recovers them up to the
+            # similarity transform that no image term can see; the prior mainly fixes that gauge.
             camera_prior_sigma={"rotation": 0.03, "translation": 15.0, "focal": 20.0},
-            camera_prior_weight=0.001,
+            camera_prior_weight=0.01,
         ),
         # Weighted like the 3D terms: at the 2 mm Huber scales an untrained network's
         # accelerations and bone-length spreads (tens of mm) cost about as much as its

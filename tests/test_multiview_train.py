@@ -118,7 +118,8 @@ def test_train_losses_terms_resume_and_cameras(project, tmp_path):
     rest = train_multiview(dataclasses.replace(cfg, resume=True))
     assert rest.start_step == 3 and rest.step == 6
     names = set(first.metrics[0])
-    assert {"heatmap", "coordinate", "label3d", "consistency", "camera_prior"} <= names
+    terms = {"heatmap", "coordinate", "label3d", "consistency", "camera_prior", "camera_label"}
+    assert terms <= names
     assert "locref" not in names  # weight 0: neither computed nor logged
     assert not {"temporal", "limb"} & names  # off by default
     for row in first.metrics + rest.metrics:

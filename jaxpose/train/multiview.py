@@ -20,7 +20,10 @@ maps them back to each camera's original pixels through the inverse affine (line
 pass), and adds the 3D terms of :func:`jaxpose.train.multiview_loss.multiview_losses`. With
 ``train_cameras`` the rig is trained too, as ``reference + sigma * delta`` with a trainable
 ``delta`` per field named in ``camera_prior_sigma`` and :func:`camera_prior` pulling it back to
-the board calibration.
+the board calibration. Besides the 3D terms' gradients the cameras then get
+:func:`~jaxpose.train.multiview_loss.label_geometry_loss` (``camera_label_weight``): bundle
+adjustment on the labels themselves, which does not depend on the network, so that a rig is not
+dragged toward an untrained network's biased predictions.
 
 Two optional terms act on the triangulated points. With ``temporal_weight`` each step also sees
 ``clips_per_batch`` clips of ``clip_length`` consecutive unlabelled video frames (every camera,
@@ -80,6 +83,7 @@ from jaxpose.train.metrics import MetricsWriter
 from jaxpose.train.multiview_loss import (
     MultiViewLossConfig,
     camera_prior,
+    label_geometry_loss,
     limb_loss,
     multiview_losses,
     temporal_loss,
@@ -382,6 +386,10 @@ class MultiViewTrainConfig:
         train_cameras: also train the rig's fields named in ``camera_prior_sigma``.
         camera_prior_sigma: prior standard deviation per Camera field (rad, mm, px, ...).
         camera_prior_weight: weight of :func:`camera_prior` in the loss.
+        camera_label_weight: weight of
+            :func:`~jaxpose.train.multiview_loss.label_geometry_loss`, bundle adjustment of the
+            trainable cameras on the labels themselves (independent of the network); only with
+            ``train_cameras``.
         camera_lr: Adam learning rate of the cameras' ``delta`` (units of sigma).
         augment: ``rotation`` (deg), ``scale`` (max relative zoom), ``translate`` (fraction of
             the input side), ``brightness``, ``contrast``, ``noise_std`` (fractions).
@@ -434,6 +442,7 @@ class MultiViewTrainConfig:
         default_factory=lambda: {"rotation": 0.01, "translation": 5.0, "focal": 10.0}
     )
     camera_prior_weight: float = 1.0
+    camera_label_weight: float = 1.0
     camera_lr: float = 0.05
     augment: dict[str, float] = dataclasses.field(
         default_factory=lambda: {
@@ -506,7 +515,7 @@ def _validate(cfg: MultiViewTrainConfig) -> None:
     if not cfg.scale_factor > 0:
         problems.append(f"scale_factor={cfg.scale_factor} must be positive")
     for name in ("label3d_weight", "consistency_weight", "camera_prior_weight",
-                 "temporal_weight", "limb_weight"):  # fmt: skip
+                 "camera_label_weight", "temporal_weight", "limb_weight"):  # fmt: skip
         if getattr(cfg, name) < 0:
             problems.append(f"{name} must be >= 0")
     for name in ("temporal_huber_mm", "limb_huber_mm"):
@@ -934,6 +943,7 @@ def make_multiview_step(
         bone_lengths = np.asarray(bone_lengths, np.float32).reshape(-1)
     sigma = dict(cfg.camera_prior_sigma)
     prior_weight = float(cfg.camera_prior_weight)
+    camera_label_weight = float(cfg.camera_label_weight)
 
     def loss_fn(params, delta, rest, reference, images, keypoints, inverse, labels):
         rest = jax.tree.map(lambda x: x, rest)
@@ -999,6 +1009,12 @@ def make_multiview_step(
                     huber_mm=float(cfg.limb_huber_mm),
                 )
                 total = total + cfg.limb_weight * terms["limb"]
+        if delta is not None and camera_label_weight:
+            rig = _apply_delta(reference, delta, sigma)
+            terms["camera_label"] = label_geometry_loss(
+                rig, labels[:num_main], huber_px=float(cfg.huber_px)
+            )
+            total = total + camera_label_weight * terms["camera_label"]
         if delta is not None and prior_weight:
             rig = _apply_delta(reference, delta, sigma)
             terms["camera_prior"] = camera_prior(rig, reference, sigma=sigma)
@@ -1257,6 +1273,8 @@ def train_multiview(cfg: MultiViewTrainConfig, *, stop_after: int | None = None)
                                   ("consistency", cfg.consistency_weight),
                                   ("temporal", cfg.temporal_weight),
                                   ("limb", cfg.limb_weight)) if w]  # fmt: skip
+    if cfg.train_cameras and cfg.camera_label_weight:
+        term_names.append("camera_label")
     if cfg.train_cameras and cfg.camera_prior_weight:
         term_names.append("camera_prior")
     columns = ["loss", *term_names, "lr", "grad_norm", "step_time_s", "wall_time_s"]

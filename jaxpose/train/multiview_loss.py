@@ -39,7 +39,14 @@ from jax import Array
 from jaxpose.geometry.camera import Camera, project_rig
 from jaxpose.triangulation.api import triangulate
 
-__all__ = ["MultiViewLossConfig", "camera_prior", "limb_loss", "multiview_losses", "temporal_loss"]
+__all__ = [
+    "MultiViewLossConfig",
+    "camera_prior",
+    "label_geometry_loss",
+    "limb_loss",
+    "multiview_losses",
+    "temporal_loss",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +141,32 @@ def multiview_losses(
     losses["points"] = jnp.where(have_point[..., None], result.points, jnp.nan)
     losses["ncams"] = result.ncams
     return losses
+
+
+def label_geometry_loss(rig: Camera, labels: Array, *, huber_px: float = 4.0) -> Array:
+    """Bundle adjustment on the labels: how well the rig explains the human labels themselves.
+
+    Every keypoint labelled in two or more views of a frame is triangulated from its labels
+    alone (DLT through ``rig``) and projected back into those views; the loss is the robust
+    reprojection error against the labels. It depends on the cameras only, not on the network,
+    so with trainable cameras it pulls them toward the geometry the labels imply, however well
+    or badly the network predicts early in training. With the 3D points eliminated by
+    triangulation this is the variable-projection form of bundle adjustment; the rig is fixed
+    up to a similarity transform only by ``camera_prior``.
+
+    Args:
+        rig: cameras with a leading `cam` axis (a traced, trainable pytree).
+        labels: (frame, cam, kpt, 2) labels in pixels, NaN where a view is not labelled.
+        huber_px: robust scale in pixels.
+
+    Returns:
+        The mean Huber penalty over the labelled views of points seen in >= 2 views (0 if none).
+    """
+    seen = jnp.all(jnp.isfinite(labels), -1).astype(labels.dtype)
+    config = MultiViewLossConfig(
+        label_weight=1.0, consistency_weight=0.0, huber_px=huber_px, min_confidence=0.5
+    )
+    return multiview_losses(rig, labels, seen, labels, config=config)["label"]
 
 
 def camera_prior(rig: Camera, reference: Camera, *, sigma: dict[str, float]) -> Array:
