@@ -50,3 +50,18 @@ def run_meta(argv: list[str] | None) -> dict:
         machine=platform.platform(),
         cpu_count=os.cpu_count(),
     )
+
+
+def save_result(path: str | os.PathLike, result, *, quiet: bool = False) -> None:
+    """Write a benchmark's result as JSON, atomically (a killed run leaves the previous file
+    whole), creating the folder; NumPy scalars become floats. Prints where it went unless
+    ``quiet``."""
+    import json
+
+    from jaxpose.io.atomic import atomic_write_text
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(result, indent=1, default=float) + "\n")
+    if not quiet:
+        print(f"wrote {path}")

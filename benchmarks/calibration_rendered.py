@@ -12,7 +12,7 @@ with the same inputs agree to 1e-6.
 
 from __future__ import annotations
 
-import _bench  # noqa: F401  first: threads, compile cache, sys.path
+from _bench import save_result  # first: threads, compile cache, sys.path
 
 # isort: split
 
@@ -117,7 +117,7 @@ def main() -> None:
         "repeat < 1e-6"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(rows, indent=2))
+    save_result(args.out, rows)
 
 
 if __name__ == "__main__":

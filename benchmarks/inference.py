@@ -33,7 +33,12 @@ Usage:
 
 from __future__ import annotations
 
-from _bench import REPO, run_meta, warn_if_busy  # first: threads, compile cache, sys.path
+from _bench import (  # first: threads, compile cache, sys.path
+    REPO,
+    run_meta,
+    save_result,
+    warn_if_busy,
+)
 
 # isort: split
 
@@ -282,10 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
         baselines=baselines,
         results=rows,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    if not args.child:
-        print(f"wrote {args.out}")
+    save_result(args.out, result, quiet=args.child)
     return result
 
 

@@ -23,7 +23,7 @@ than 4); ``benchmarks/reconstruction.py``'s sweep table lists the rows of every 
 
 from __future__ import annotations
 
-import _bench  # noqa: F401  first: threads, compile cache, sys.path
+from _bench import save_result  # first: threads, compile cache, sys.path
 
 # isort: split
 
@@ -263,8 +263,7 @@ def main() -> None:
                 f"{e['centre_mm']:.2f} mm, focal {e['focal_pct']:.2f} %"
             )
     results_path.parent.mkdir(parents=True, exist_ok=True)
-    results_path.write_text(json.dumps(results, indent=1, default=float) + "\n")
-    print(f"wrote {results_path}")
+    save_result(results_path, results)
 
 
 if __name__ == "__main__":

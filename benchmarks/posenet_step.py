@@ -11,7 +11,7 @@ one warm-up, and the minimum and median are reported.
 
 from __future__ import annotations
 
-import _bench  # noqa: F401  first: threads, compile cache, sys.path
+from _bench import save_result  # first: threads, compile cache, sys.path
 
 # isort: split
 
@@ -124,7 +124,7 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
+        save_result(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,12 @@ Usage:
 
 from __future__ import annotations
 
-from _bench import REPO, run_meta, warn_if_busy  # first: threads, compile cache, sys.path
+from _bench import (  # first: threads, compile cache, sys.path
+    REPO,
+    run_meta,
+    save_result,
+    warn_if_busy,
+)
 
 # isort: split
 
@@ -1062,9 +1067,7 @@ def main(argv: list[str] | None = None) -> dict:
     if kept:
         result["meta"]["parts_kept_from_previous_run"] = {k: v[0] for k, v in kept.items()}
         result.update({k: v[1] for k, v in kept.items()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(result, indent=1, default=float))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return result
 
 

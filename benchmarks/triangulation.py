@@ -31,7 +31,12 @@ Usage:
 
 from __future__ import annotations
 
-from _bench import REPO, run_meta, warn_if_busy  # first: threads, compile cache, sys.path
+from _bench import (  # first: threads, compile cache, sys.path
+    REPO,
+    run_meta,
+    save_result,
+    warn_if_busy,
+)
 
 # isort: split
 
@@ -39,7 +44,6 @@ import argparse
 import dataclasses
 import functools
 import itertools
-import json
 import os
 import time
 from pathlib import Path
@@ -473,9 +477,7 @@ def main(argv: list[str] | None = None) -> dict:
         results=rows,
         breakdown=breakdowns,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    save_result(args.out, result)
     return result
 
 
