@@ -727,12 +727,18 @@ def sweep_table(rows: list[dict], extra: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_plot(rows: list[dict], path: Path) -> Path:
-    """MPJPE against noise, one line per camera count (colour) and method (line style)."""
+def sweep_plot(rows: list[dict], path: Path, training: list[dict] = ()) -> Path:
+    """Left: MPJPE against noise, one line per camera count (colour) and method (line style).
+    Right (when ``training`` has rows from multiview.py): the training-loss axis, MPJPE of a
+    trained network's predictions against camera count, one line per run."""
     from jaxpose.viz import _pyplot, _save
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    training = [r for r in training if r.get("cameras") and r.get("mpjpe_mm") is not None]
+    fig, axes = plt.subplots(
+        1, 2 if training else 1, figsize=(13, 5) if training else (7.5, 5), squeeze=False
+    )
+    ax = axes[0, 0]
     styles = dict(dlt=":", robust_refine="--", spatiotemporal="-")
     cameras = sorted({r["cameras"] for r in rows})
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(cameras), 1)))
@@ -753,6 +759,18 @@ def sweep_plot(rows: list[dict], path: Path) -> Path:
     ax.set_title("Reconstruction error vs 2D noise")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
+    if training:
+        ax = axes[0, 1]
+        for method in sorted({r["method"] for r in training}):
+            pts = sorted((r["cameras"], r["mpjpe_mm"]) for r in training if r["method"] == method)
+            x, y = zip(*pts, strict=True)
+            ax.plot(x, y, marker="o", linestyle="-" if len(x) > 1 else "none", label=method)
+        ax.set_xticks(sorted({r["cameras"] for r in training}))
+        ax.set_xlabel("cameras")
+        ax.set_ylabel("MPJPE (mm) of a trained network, true calibration")
+        ax.set_title("Training loss: 2D only vs joint 2D+3D (equal labels and steps)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, plt, path)
 
@@ -799,7 +817,7 @@ def bench_sweep(args) -> dict:
     )
     print(table)
     print(note)
-    sweep_plot(rows, png)
+    sweep_plot(rows, png, extra)
     print(f"wrote {md} and {png}")
     return dict(
         config=dict(
