@@ -216,16 +216,19 @@ def test_gradients_float64(rig4):
     with jax.enable_x64(True):
         uv = jnp.asarray(uv)
         conf = jnp.asarray(conf)
-        f_dlt = lambda u, c: triangulate_dlt(rig4, u, c)
+        # Jitted: check_grads evaluates each function many times, and eagerly every
+        # refinement iteration would dispatch op by op.
+        f_dlt = jax.jit(lambda u, c: triangulate_dlt(rig4, u, c))
         jax.test_util.check_grads(f_dlt, (uv, conf), order=1, modes=("rev",), rtol=1e-4)
-        f_ref = lambda u, c: (
-            triangulate_point(
+        f_ref = jax.jit(
+            lambda u, c: triangulate_point(
                 rig4, u, c, robust=False, refine=True, refine_loss="linear", refine_iterations=20
             ).points
         )
         jax.test_util.check_grads(f_ref, (uv, conf), order=1, modes=("rev",), rtol=1e-4)
 
         # with respect to camera parameters (e.g. focal lengths and translations)
+        @jax.jit
         def f_cam(focal, trans):
             rig = jax.tree_util.tree_map(lambda a: a, rig4)
             rig = type(rig)(**{**rig.__dict__, "focal": focal, "translation": trans})
