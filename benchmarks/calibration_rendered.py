@@ -116,7 +116,6 @@ def main() -> None:
         "targets: focal < 0.2 %, principal point < 1 px, rotation < 0.05 deg, centre < 0.5 mm, "
         "repeat < 1e-6"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     save_result(args.out, rows)
 
 

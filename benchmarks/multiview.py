@@ -262,7 +262,6 @@ def main() -> None:
                 f"cameras {when}: rotation {e['rotation_deg']:.3f} deg, centre "
                 f"{e['centre_mm']:.2f} mm, focal {e['focal_pct']:.2f} %"
             )
-    results_path.parent.mkdir(parents=True, exist_ok=True)
     save_result(results_path, results)
 
 

@@ -220,11 +220,13 @@ def test_gradients_float64(rig4):
         # refinement iteration would dispatch op by op.
         f_dlt = jax.jit(lambda u, c: triangulate_dlt(rig4, u, c))
         jax.test_util.check_grads(f_dlt, (uv, conf), order=1, modes=("rev",), rtol=1e-4)
-        f_ref = jax.jit(
-            lambda u, c: triangulate_point(
+
+        @jax.jit
+        def f_ref(u, c):
+            return triangulate_point(
                 rig4, u, c, robust=False, refine=True, refine_loss="linear", refine_iterations=20
             ).points
-        )
+
         jax.test_util.check_grads(f_ref, (uv, conf), order=1, modes=("rev",), rtol=1e-4)
 
         # with respect to camera parameters (e.g. focal lengths and translations)

@@ -229,6 +229,29 @@ def body_part_pairs(
     return out
 
 
+def config_skeleton(
+    config, bodyparts: Sequence[str], *, where: str | None
+) -> tuple[tuple[tuple[str, str], ...], list]:
+    """The ``skeleton`` of a DeepLabCut ``config.yaml`` (already parsed), split by body parts.
+
+    Returns:
+        ``(kept, dropped)``: the bones whose two ends are both in ``bodyparts``, as name pairs,
+        and the entries naming a body part that is not.
+
+    Raises:
+        DatasetError: an entry that is not a pair (the message names ``where``).
+    """
+    kept, dropped = [], []
+    for pair in (config.get("skeleton") if isinstance(config, dict) else None) or ():
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise DatasetError(f"{where}: skeleton entry {pair!r} is not a pair [a, b]")
+        if all(str(p) in bodyparts for p in pair):
+            kept.append((str(pair[0]), str(pair[1])))
+        else:
+            dropped.append(list(pair))
+    return tuple(kept), dropped
+
+
 def _flip_pairs(pairs, bodyparts: Sequence[str], where: str) -> tuple[tuple[int, int], ...]:
     """Name or index pairs -> validated (i, j) index pairs, i < j; errors name `where`."""
     out = [
@@ -563,18 +586,13 @@ def load_dlc_project(
             keypoints.append(frame_xy)
             sources.append(label_file)
 
-    skeleton = []
-    for pair in config.get("skeleton") or ():
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise DatasetError(f"{config_where}: skeleton entry {pair!r} is not a pair [a, b]")
-        if all(str(p) in chosen for p in pair):
-            skeleton.append((str(pair[0]), str(pair[1])))
-        elif bodyparts is None:
-            warnings.warn(
-                f"{config_where}: skeleton edge {pair} names body parts not in {list(chosen)}; "
-                f"ignored",
-                stacklevel=2,
-            )
+    skeleton, dropped = config_skeleton(config, chosen, where=config_where)
+    if dropped and bodyparts is None:
+        warnings.warn(
+            f"{config_where}: skeleton edge(s) {dropped} name body parts not in "
+            f"{list(chosen)}; ignored",
+            stacklevel=2,
+        )
 
     if flip_pairs is not None:
         pairs = _flip_pairs(flip_pairs, chosen, "load_dlc_project(flip_pairs=...)")

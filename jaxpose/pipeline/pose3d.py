@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxpose.data.project import body_part_pairs
 from jaxpose.io.atomic import atomic_write_text
 from jaxpose.io.calibration import Calibration
 from jaxpose.io.pose3d import Pose3D, write_pose3d
@@ -70,8 +71,6 @@ def resolve_bones(
 ) -> list[tuple[int, int]]:
     """Bone name pairs -> index pairs; a pair naming an unknown body part is an error
     (a ValueError naming the bone)."""
-    from jaxpose.data.project import body_part_pairs
-
     return body_part_pairs(skeleton, bodyparts, option="skeleton", where="the predictions")
 
 

@@ -52,6 +52,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ from flax import nnx
 
 from jaxpose.data.augment import apply_affine, invert_affine, padded_size, scaled_frame_affine
 from jaxpose.data.loader import normalize_images
-from jaxpose.data.project import DatasetError, body_part_pairs
+from jaxpose.data.project import DatasetError, body_part_pairs, config_skeleton
 from jaxpose.geometry.camera import Camera
 from jaxpose.io.atomic import atomic_write_text
 from jaxpose.io.calibration import Calibration, load_calibration, save_calibration
@@ -281,13 +282,10 @@ def _read_skeleton(path: Path, bodyparts: Sequence[str]) -> tuple[tuple[str, str
         config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise MultiViewError(f"{path}: not valid YAML ({e}); fix or remove it") from e
-    bones = []
-    for pair in (config.get("skeleton") if isinstance(config, dict) else None) or ():
-        if not isinstance(pair, list | tuple) or len(pair) != 2:
-            raise MultiViewError(f"{path}: skeleton entry {pair!r} is not a pair [a, b]")
-        if all(str(p) in bodyparts for p in pair):
-            bones.append((str(pair[0]), str(pair[1])))
-    return tuple(bones)
+    try:
+        return config_skeleton(config, bodyparts, where=str(path))[0]
+    except DatasetError as e:
+        raise MultiViewError(str(e)) from None
 
 
 def read_video_frames(path: str | os.PathLike, frames: Sequence[int]) -> np.ndarray:
@@ -530,18 +528,6 @@ def _validate(cfg: MultiViewTrainConfig) -> None:
             problems.append("temporal_weight > 0 needs clips_per_batch >= 1 and max_clips >= 1")
     if cfg.limb_reference not in ("batch", "labels"):
         problems.append(f"limb_reference={cfg.limb_reference!r} must be 'batch' or 'labels'")
-    if cfg.bones is not None:
-        bad = [
-            b
-            for b in cfg.bones
-            if not isinstance(b, list | tuple)
-            or len(b) != 2
-            or not all(isinstance(p, str | int) and not isinstance(p, bool) for p in b)
-        ]
-        if bad:
-            problems.append(
-                f"bones entries {bad} are not pairs [a, b] of body-part names or indices"
-            )
     unknown = [k for k in cfg.camera_prior_sigma if k not in _CAMERA_FIELDS]
     if unknown:
         problems.append(f"camera_prior_sigma: unknown field(s) {unknown}; known {_CAMERA_FIELDS}")
@@ -607,12 +593,9 @@ def labelled_bone_lengths(
     points = np.where((np.asarray(result.ncams) >= 2)[..., None], np.asarray(result.points), np.nan)
     a, b = bones.T
     lengths = np.linalg.norm(points[:, a] - points[:, b], axis=-1)  # (frame, bone), NaN if absent
-    out = np.full(len(bones), np.nan)
-    for k in range(len(bones)):
-        seen = lengths[np.isfinite(lengths[:, k]), k]
-        if len(seen):
-            out[k] = np.median(seen)
-    return out
+    with warnings.catch_warnings():  # a bone never seen: NaN, as documented
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(lengths, axis=0)
 
 
 _CAMERA_FIELDS = ("rotation", "translation", "focal", "principal_point", "distortion")
@@ -947,6 +930,7 @@ def make_multiview_step(
 
     def loss_fn(params, delta, rest, reference, images, keypoints, inverse, labels):
         rest = jax.tree.map(lambda x: x, rest)
+        rig = reference if delta is None else _apply_delta(reference, delta, sigma)
         model = nnx.merge(graphdef, params, rest)
         outputs = model(images, train=True)
         stride = images.shape[1] // outputs["heatmap"].shape[1]
@@ -961,7 +945,6 @@ def make_multiview_step(
                 jnp.einsum("vij,vkj->vki", inverse[:, :, :2], points) + inverse[:, None, :, 2]
             )
             shape = (num_frames, num_cameras, *points.shape[1:])
-            rig = reference if delta is None else _apply_delta(reference, delta, sigma)
             original = original.reshape(shape)
             confidence = confidence.reshape(shape[:-1])
             # 3D points of the frames, (frame, kpt, 3) with (frame, kpt) validity, for the limb
@@ -1010,13 +993,11 @@ def make_multiview_step(
                 )
                 total = total + cfg.limb_weight * terms["limb"]
         if delta is not None and camera_label_weight:
-            rig = _apply_delta(reference, delta, sigma)
             terms["camera_label"] = label_geometry_loss(
                 rig, labels[:num_main], huber_px=float(cfg.huber_px)
             )
             total = total + camera_label_weight * terms["camera_label"]
         if delta is not None and prior_weight:
-            rig = _apply_delta(reference, delta, sigma)
             terms["camera_prior"] = camera_prior(rig, reference, sigma=sigma)
             total = total + prior_weight * terms["camera_prior"]
         _, _, new_rest = split_model(model)
